@@ -1,0 +1,95 @@
+"""Entry point: ``python app.py [--config F] [--bind H:P] [--workers N]`` serves the bridge under gunicorn.
+
+``gunicorn app:app`` works too: the ``app`` attribute is built on first access from the config file
+named by ``BRIDGE_CONFIG`` (default ``wsgi.ini``), so importing this module reads nothing. A bad config
+stops start-up with one line naming file, section and key, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from bridge import create_app
+from bridge.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "wsgi.ini"
+
+
+def load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> dict[str, Any]:
+    slowest = max((u.timeout for u in config.upstreams.values()), default=10.0)
+    return {
+        "bind": bind or config.server.bind,
+        "workers": workers or config.server.workers,
+        "threads": config.server.threads,
+        "worker_class": config.server.worker_class,
+        # A worker is only killed as stuck well after the slowest upstream's own deadline.
+        "timeout": int(slowest * 2 + 30),
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "preload_app": True,
+        # The request-line and header limits: see README "Limits".
+        "limit_request_line": min(config.limits.max_url_length, 8190),
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+    }
+
+
+def serve(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG", DEFAULT_CONFIG),
+                        help="the INI file (default: $BRIDGE_CONFIG or wsgi.ini)")
+    parser.add_argument("--bind", help="HOST:PORT, overrides [server] bind")
+    parser.add_argument("--workers", type=int, help="overrides [server] workers")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    args = parser.parse_args(argv)
+    config = load_or_exit(args.config)
+    if args.check:
+        print(f"{args.config}: ok, {len(config.upstreams)} upstream(s)")
+        return
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+
+    from gunicorn.app.base import BaseApplication
+
+    class BridgeServer(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(config, args.bind, args.workers).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(config)
+
+    BridgeServer().run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("explain", "probe"):
+        from bridge.cli import main as cli_main
+
+        raise SystemExit(cli_main(argv))
+    serve(argv)
+
+
+def __getattr__(name: str) -> Any:
+    """``gunicorn app:app``: build the app on first access, not at import."""
+    if name == "app":
+        application = create_app(load_or_exit(os.environ.get("BRIDGE_CONFIG", DEFAULT_CONFIG)))
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""The upstream client: safe path joining, header hygiene, pooled connections, limits.
+
+A request reaches an upstream only through ``UpstreamClient.send``, and only to a url built by
+``upstream_url`` from a configured base and a path that ``split_rest`` has checked cannot leave that
+base. Headers cross in both directions through allowlists and denylists defined once here. Each worker
+thread has its own ``requests.Session`` (a Session is not documented as thread-safe; its pool is), with
+``trust_env`` off so that proxy variables and ``.netrc`` on the host never redirect or decorate traffic,
+and with cookies refused so that no upstream's cookie ever rides along with another client's request.
+This module raises the typed errors of ``errors.py``; it knows nothing about CORS, JSONP or caching.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import LimitsConfig, UpstreamConfig
+from .errors import (
+    InvalidPath,
+    UpstreamError,
+    UpstreamRedirect,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnreachable,
+)
+
+USER_AGENT = "jsonp-cors-bridge/0.1"
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+
+# RFC 9110 section 7.6.1: hop-by-hop fields, never forwarded in either direction.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+# What a browser's request may pass on to an upstream; everything else stays at the bridge.
+FORWARDED_REQUEST_HEADERS = ("accept", "accept-language", "content-type", "if-none-match",
+                             "if-modified-since")
+# Never forwarded, even when configured: credentials belong to the bridge, not to the browser.
+NEVER_FORWARDED = frozenset({"cookie", "authorization", "host", "content-length", "origin",
+                             "referer", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                             "forwarded", "x-real-ip"})
+# Dropped from upstream answers: the bridge computes these itself (length, encoding after decoding,
+# CORS grants) or must never pass them on (cookies).
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie", "set-cookie2", "content-length",
+                                         "content-encoding", "server", "x-powered-by", "alt-svc"}
+_PCHAR_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar, minus percent which quote() handles
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    upstream: UpstreamConfig
+    method: str
+    path: str  # percent-encoded, relative to the upstream's base, already checked by split_rest
+    query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+
+    @property
+    def url(self) -> str:
+        return upstream_url(self.upstream.url, self.path, self.query)
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]  # already filtered for the browser
+    body: bytes
+    elapsed: float = 0.0
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+def _decodes_to_traversal(segment: str) -> bool:
+    """Whether a segment is, or decodes in up to three rounds to, a dot-segment or a separator."""
+    for _ in range(3):
+        if segment in {".", ".."} or "/" in segment or "\\" in segment:
+            return True
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+            return True
+        decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        if decoded == segment:
+            return False
+        segment = decoded
+    return True  # still changing after three rounds of decoding: nobody needs that
+
+
+def split_rest(raw_rest: str) -> tuple[str, ...]:
+    """Split the percent-encoded REST of ``/cors/NAME/REST`` into decoded, checked segments.
+
+    Refuses (InvalidPath) every way of leaving the base: ``..`` and ``.`` raw or percent-encoded (even
+    doubly), encoded slashes and backslashes, empty segments (``//host``), control characters. A
+    trailing slash is kept as a final empty segment.
+    """
+    if raw_rest == "":
+        return ()
+    segments = raw_rest.split("/")
+    result = []
+    for index, raw in enumerate(segments):
+        if raw == "" and index == len(segments) - 1:
+            result.append("")
+            continue
+        if raw == "":
+            raise InvalidPath("empty path segment ('//'): paths may not name another host")
+        try:
+            decoded = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidPath("path segment is not valid percent-encoded UTF-8") from None
+        if _decodes_to_traversal(raw) or _decodes_to_traversal(decoded):
+            raise InvalidPath("path may not contain '.', '..', encoded slashes or control "
+                              "characters: it must stay below the api's base url")
+        result.append(decoded)
+    return tuple(result)
+
+
+def encode_rest(segments: Iterable[str]) -> str:
+    return "/".join(quote(segment, safe=_PCHAR_SAFE) for segment in segments)
+
+
+def upstream_url(base: str, path: str, query: Iterable[tuple[str, str]] = ()) -> str:
+    """Join an encoded relative ``path`` below ``base`` and check the result is still below it."""
+    url = base + path
+    parts, base_parts = urlsplit(url), urlsplit(base)
+    if (parts.scheme, parts.netloc) != (base_parts.scheme, base_parts.netloc) or \
+            not parts.path.startswith(base_parts.path):
+        raise InvalidPath("path leaves the api's base url")
+    query_text = urlencode(list(query), quote_via=quote, safe="")
+    return url + ("?" + query_text if query_text else "")
+
+
+def within_base(base: str, url: str) -> bool:
+    """Whether an absolute url (a redirect target) stays at the base's origin and below its path."""
+    parts, base_parts = urlsplit(url), urlsplit(base)
+    if (parts.scheme, parts.netloc.lower()) != (base_parts.scheme, base_parts.netloc.lower()):
+        return False
+    rest = parts.path[len(base_parts.path):] if parts.path.startswith(base_parts.path) else None
+    if rest is None:
+        return False
+    try:
+        split_rest(rest)
+    except InvalidPath:
+        return False
+    return True
+
+
+def forward_request_headers(incoming: Iterable[tuple[str, str]],
+                            upstream: UpstreamConfig) -> tuple[tuple[str, str], ...]:
+    """The browser's headers that reach the upstream: an allowlist, never credentials or hop-by-hop.
+
+    Headers named in the client's Connection header are hop-by-hop for this request (RFC 9110
+    section 7.6.1) and are dropped too. The upstream's configured headers are added last and win.
+    """
+    pairs = list(incoming)
+    connection_named = {
+        token.strip().lower()
+        for name, value in pairs if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    allowed = set(FORWARDED_REQUEST_HEADERS) | {h.lower() for h in upstream.forward_headers}
+    allowed -= NEVER_FORWARDED | HOP_BY_HOP | connection_named
+    configured = {name.lower() for name, _ in upstream.headers}
+    forwarded = [(name, value) for name, value in pairs
+                 if name.lower() in allowed and name.lower() not in configured]
+    return tuple(forwarded) + upstream.headers
+
+
+def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The upstream's response headers a browser may see: no hop-by-hop, cookies or CORS fields."""
+    pairs = list(headers)
+    connection_named = {
+        token.strip().lower()
+        for name, value in pairs if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    return tuple(
+        (name, value) for name, value in pairs
+        if (lowered := name.lower()) not in DROPPED_RESPONSE_HEADERS
+        and lowered not in connection_named
+        and not lowered.startswith("access-control-")
+    )
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Refuse every cookie: one client's upstream cookie must never reach another client's request."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def new_session(pool_size: int = 16) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.cookies.set_policy(_NoCookies())
+    session.headers.clear()
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = "gzip, deflate"
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class UpstreamClient:
+    """Sends checked requests to configured upstreams over pooled keep-alive connections."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        self._limits = limits
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = new_session()
+        return session
+
+    def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send ``request``, following redirects only within the upstream's base; typed errors."""
+        upstream = request.upstream
+        deadline = time.monotonic() + upstream.timeout
+        started = time.monotonic()
+        method, url, body = request.method, request.url, request.body
+        for _ in range(MAX_REDIRECTS + 1):
+            status, headers, content = self._send_once(upstream, method, url, request.headers,
+                                                       body, deadline)
+            if status not in (301, 302, 303, 307, 308):
+                return UpstreamResponse(status, filter_response_headers(headers), content,
+                                        time.monotonic() - started)
+            location = next((v for k, v in headers if k.lower() == "location"), None)
+            if location is None:
+                return UpstreamResponse(status, filter_response_headers(headers), content,
+                                        time.monotonic() - started)
+            target = urljoin(url, location)
+            if not within_base(upstream.url, target):
+                raise UpstreamRedirect(f"upstream {upstream.name!r} redirected outside its base url; "
+                                       "the bridge only follows redirects below the configured url")
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+            url = target
+        raise UpstreamRedirect(f"upstream {upstream.name!r} redirected more than {MAX_REDIRECTS} "
+                               "times")
+
+    def _send_once(self, upstream: UpstreamConfig, method: str, url: str,
+                   headers: tuple[tuple[str, str], ...], body: bytes | None,
+                   deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
+                                  f"{upstream.timeout:g}s")
+        cap = self._limits.max_upstream_body
+        try:
+            response = self.session.request(method, url, headers=dict(headers), data=body,
+                                            timeout=(min(remaining, upstream.timeout), remaining),
+                                            allow_redirects=False, stream=True)
+        except requests.Timeout:
+            raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
+                                  f"{upstream.timeout:g}s") from None
+        except requests.exceptions.SSLError:
+            raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
+                                      "failed") from None
+        except requests.ConnectionError:
+            raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
+        except requests.RequestException as exc:
+            raise UpstreamError(f"request to upstream {upstream.name!r} failed: "
+                                f"{type(exc).__name__}") from None
+        try:
+            response_headers = list(response.raw.headers.items())
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cap:
+                raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than "
+                                       f"{cap} bytes")
+            chunks, size = [], 0
+            if method == "HEAD":
+                response.content  # noqa: B018 - marks the empty body read, so the connection is reused
+            else:
+                for chunk in response.iter_content(CHUNK):
+                    size += len(chunk)
+                    if size > cap:
+                        raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more "
+                                               f"than {cap} bytes")
+                    if time.monotonic() > deadline:
+                        raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its "
+                                              f"answer within {upstream.timeout:g}s")
+                    chunks.append(chunk)
+            return response.status_code, response_headers, b"".join(chunks)
+        except requests.Timeout:
+            raise UpstreamTimeout(f"upstream {upstream.name!r} stalled mid-answer") from None
+        except requests.RequestException as exc:
+            raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
+                                f"({type(exc).__name__})") from None
+        finally:
+            response.close()

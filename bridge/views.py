@@ -1,0 +1,289 @@
+"""Thin Flask views: parse the request, call the policy and the gateway, shape the response.
+
+The decisions live elsewhere: who may read what in ``cors.py``, what a callback may be in
+``jsonp.py``, where a path may go in ``upstream.py``, how an answer is obtained in ``gateway.py``.
+Refusals are raised as ``BridgeError`` and rendered at one boundary: ``render_error`` here, with the
+CORS grant added by the CORS blueprint's ``after_request`` and the envelope by the JSONP blueprint's
+error handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import jsonp as jsonp_policy
+from .config import Config, UpstreamConfig
+from .cors import CorsPolicy, grant_headers, origin_allowed, preflight_verdict
+from .errors import (
+    BadRequest,
+    BridgeError,
+    JsonpDisabled,
+    MethodNotAllowed,
+    OriginNotAllowed,
+    PayloadTooLarge,
+    UnknownApi,
+    error_body,
+    error_response,
+)
+from .gateway import Answer, Gateway
+from .upstream import UpstreamRequest, encode_rest, forward_request_headers, split_rest
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Response headers a page can read without being told (Fetch: CORS-safelisted response-header names)
+SAFELISTED_RESPONSE_HEADERS = ("cache-control", "content-language", "content-length",
+                               "content-type", "expires", "last-modified", "pragma")
+# Upstream answer headers worth passing on to a JSONP response; the rest describe the JSON, not it.
+JSONP_PASSED_HEADERS = ("cache-control", "expires", "last-modified")
+
+core = Blueprint("core", __name__)
+cors = Blueprint("cors", __name__, url_prefix="/cors")
+jsonp = Blueprint("jsonp", __name__, url_prefix="/jsonp")
+
+
+def bridge_config() -> Config:
+    config: Config = current_app.extensions["bridge.config"]
+    return config
+
+
+def gateway() -> Gateway:
+    gw: Gateway = current_app.extensions["bridge.gateway"]
+    return gw
+
+
+def find_upstream(name: str) -> UpstreamConfig:
+    upstream = bridge_config().upstreams.get(name)
+    if upstream is None:
+        raise UnknownApi(f"no api named {name!r}; GET /apis lists them")
+    return upstream
+
+
+def raw_rest() -> str:
+    """The REST of ``/KIND/NAME/REST`` as the client sent it, still percent-encoded.
+
+    Werkzeug decodes PATH_INFO, which would turn ``%2F`` into a real separator; the raw request
+    line keeps the difference, so an encoded slash or dot is seen for what it is.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    path = urlsplit(raw).path if raw else request.path
+    root = request.script_root
+    if root and path.startswith(root):
+        path = path[len(root):]
+    parts = path.split("/", 3)  # "", KIND, NAME, REST
+    return parts[3] if len(parts) == 4 else ""
+
+
+def query_pairs() -> tuple[tuple[str, str], ...]:
+    limit = bridge_config().limits.max_query_params
+    pairs = tuple(request.args.items(multi=True))
+    if len(pairs) > limit:
+        raise BadRequest(f"more than {limit} query parameters")
+    return pairs
+
+
+def read_body() -> bytes | None:
+    if request.method in ("GET", "HEAD", "DELETE", "OPTIONS") and not request.content_length:
+        return None
+    limit = bridge_config().limits.max_request_body
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+    return data
+
+
+def single_origin() -> str | None:
+    origins = request.headers.getlist("Origin")
+    if len(origins) > 1:
+        raise BadRequest("more than one Origin header")
+    return origins[0] if origins else None
+
+
+def upstream_request(upstream: UpstreamConfig, method: str,
+                     query: tuple[tuple[str, str], ...],
+                     headers: tuple[tuple[str, str], ...]) -> UpstreamRequest:
+    segments = split_rest(raw_rest())
+    return UpstreamRequest(upstream=upstream, method=method, path=encode_rest(segments),
+                           query=query, headers=forward_request_headers(headers, upstream),
+                           body=read_body() if method not in ("GET", "HEAD") else None)
+
+
+def answer_headers(answer: Answer) -> list[tuple[str, str]]:
+    headers = list(answer.response.headers)
+    if answer.cache_status:
+        headers.append(("Cache-Status", answer.cache_status))
+    if answer.age is not None:
+        headers.append(("Age", str(answer.age)))
+    return headers
+
+
+# --- core ---
+
+
+@core.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@core.get("/apis")
+def apis() -> Response:
+    upstreams = bridge_config().upstreams.values()
+    return jsonify(apis=[u.public_view() for u in sorted(upstreams, key=lambda u: u.name)])
+
+
+# --- CORS ---
+
+
+def cors_policy_for(name: str | None) -> CorsPolicy:
+    upstream = bridge_config().upstreams.get(name or "")
+    return upstream.cors if upstream is not None else bridge_config().cors
+
+
+@cors.route("/<name>/", methods=ALL_METHODS)
+@cors.route("/<name>/<path:rest>", methods=ALL_METHODS)
+def cors_proxy(name: str, rest: str = "") -> Response:
+    upstream = find_upstream(name)
+    origin = single_origin()
+    if origin is not None and not origin_allowed(upstream.cors, origin):
+        raise OriginNotAllowed(f"origin {origin!r} may not read api {name!r}; add it to "
+                               "allow_origins in the bridge's config")
+    if is_preflight():
+        verdict = preflight_verdict(upstream.cors, upstream.methods, origin,
+                                    request.headers["Access-Control-Request-Method"],
+                                    request.headers.get("Access-Control-Request-Headers"))
+        if verdict.error is not None:
+            raise BridgeError(verdict.message, code=verdict.error, status=verdict.status,
+                              headers=verdict.headers)
+        response = Response(status=204, headers=list(verdict.headers))
+        response.vary.update(("Access-Control-Request-Method", "Access-Control-Request-Headers"))
+        return response
+    if request.method not in upstream.methods:
+        raise MethodNotAllowed(f"method {request.method} is not configured for api {name!r}",
+                               upstream.methods)
+    forwarded = upstream_request(upstream, request.method, query_pairs(),
+                                 tuple(request.headers.items()))
+    answer = gateway().fetch(forwarded)
+    return Response(answer.response.body, status=answer.response.status,
+                    headers=answer_headers(answer))
+
+
+def is_preflight() -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+@cors.after_request
+def add_cors_grant(response: Response) -> Response:
+    """Every response of this path varies by Origin; allowed origins can read it, errors included.
+
+    Preflights are left exactly as the view answered them: a refused preflight grants nothing.
+    """
+    response.vary.add("Origin")
+    if is_preflight() or "Access-Control-Allow-Origin" in response.headers:
+        return response
+    origins = request.headers.getlist("Origin")
+    if len(origins) != 1:
+        return response
+    policy = cors_policy_for((request.view_args or {}).get("name"))
+    if origin_allowed(policy, origins[0]):
+        for header, value in grant_headers(policy, origins[0]):
+            response.headers[header] = value
+    return response
+
+
+# --- JSONP ---
+
+
+def _jsonp_script_response(callback: str, json_text: str, status: int,
+                           headers: list[tuple[str, str]] | None = None) -> Response:
+    response = Response(jsonp_policy.script(callback, json_text), status=status,
+                        headers=headers or [],
+                        content_type="text/javascript; charset=utf-8")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _current_jsonp_params() -> jsonp_policy.JsonpParams | None:
+    """The callback and envelope of this request, or None when they are not valid."""
+    config = bridge_config().jsonp
+    try:
+        return jsonp_policy.jsonp_params(request.args.to_dict(flat=False), config.callback_param,
+                                         config.max_callback_length)
+    except BridgeError:
+        return None
+
+
+def envelope_headers(answer_headers: list[tuple[str, str]],
+                     policy: CorsPolicy) -> dict[str, str]:
+    """The headers a CORS page could read: the safelisted ones and those the policy exposes."""
+    readable = set(SAFELISTED_RESPONSE_HEADERS) | {h.lower() for h in policy.expose_headers}
+    return {name.lower(): value for name, value in answer_headers if name.lower() in readable}
+
+
+@jsonp.errorhandler(BridgeError)
+def jsonp_error(error: BridgeError) -> Response:
+    """Bridge errors in envelope mode are still a script that runs, with the status inside it."""
+    params = _current_jsonp_params() if request.method in ("GET", "HEAD") else None
+    if params is None or not params.envelope:
+        return error_response(error)
+    data = jsonp_policy.script_safe_dumps(error.body())
+    headers = {name.lower(): value for name, value in error.headers}
+    headers["content-type"] = "application/json"
+    response = _jsonp_script_response(params.callback,
+                                      jsonp_policy.envelope(error.status, headers, data), 200)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@jsonp.route("/<name>/", methods=ALL_METHODS)
+@jsonp.route("/<name>/<path:rest>", methods=ALL_METHODS)
+def jsonp_proxy(name: str, rest: str = "") -> Response:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed("the JSONP path answers GET and HEAD only; use /cors/ for "
+                               f"{request.method}", ("GET", "HEAD"))
+    upstream = find_upstream(name)
+    if not upstream.jsonp:
+        raise JsonpDisabled(f"JSONP is turned off for api {name!r}; use /cors/{name}/")
+    config = bridge_config()
+    params = jsonp_policy.jsonp_params(request.args.to_dict(flat=False),
+                                       config.jsonp.callback_param,
+                                       config.jsonp.max_callback_length)
+    query = jsonp_policy.forwarded_query(query_pairs(), config.jsonp.callback_param)
+    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
+    headers = tuple((k, v) for k, v in request.headers.items() if k.lower() != "accept")
+    forwarded = upstream_request(upstream, "GET", query,
+                                 (("Accept", "application/json"), *headers))
+    answer = gateway().fetch(forwarded)
+    status = answer.response.status
+    body_json = answer.script_json(
+        lambda body: jsonp_policy.script_safe_json(body, config.limits.max_json_depth)
+        if body.strip() else "null")
+    all_headers = answer_headers(answer)
+    if params.envelope:
+        wrapped = jsonp_policy.envelope(status, envelope_headers(all_headers, upstream.cors),
+                                        body_json)
+        status = 200
+    else:
+        wrapped = body_json
+    passed = [(k, v) for k, v in all_headers
+              if k.lower() in JSONP_PASSED_HEADERS or k in ("Cache-Status", "Age")]
+    return _jsonp_script_response(params.callback, wrapped, status, passed)
+
+
+def render_error(error: BridgeError) -> Response:
+    return error_response(error)
+
+
+def render_http_error(error: Any) -> Response:
+    """Werkzeug's own refusals (404 for unknown paths, 405, 413) in the bridge's JSON shape."""
+    body = BridgeError(error.description or error.name, code=error.name.lower().replace(" ", "_"),
+                       status=error.code)
+    response = error_response(body)
+    if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+__all__ = ["core", "cors", "jsonp", "render_error", "render_http_error", "error_body"]

@@ -1,0 +1,144 @@
+"""A real HTTP upstream on loopback for the tests: routes, a request log, and fault injection.
+
+Not a mock of requests: the bridge talks to it over TCP exactly as it talks to a production API.
+Each route answers with a ``Reply`` (or a function of the ``Seen`` request returning one); a ``Reply``
+can also misbehave on the wire (lie about its length, reset mid-body, drip slowly) for fault tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]  # lowercase names
+    body: bytes
+    raw_path: str
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | str | dict | list | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # before the status line
+    drip: float = 0.0  # seconds between single bytes of the body
+    lie_length: int | None = None  # a Content-Length that is not the body's
+    reset_after: int | None = None  # close the socket after this many body bytes
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        if self.body is None:
+            return b""
+        return json.dumps(self.body).encode()
+
+
+Route = Reply | Callable[[Seen], Reply]
+
+
+class UpstreamServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def handle_any(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = Seen(self.command, parts.path, parse_qsl(parts.query, keep_blank_values=True),
+                            {k.lower(): v for k, v in self.headers.items()}, body, self.path)
+                with server.lock:
+                    server.seen.append(seen)
+                route = server.routes.get(parts.path) or server.routes.get("*")
+                if route is None:
+                    reply = Reply(404, {"error": "no such route", "path": parts.path})
+                else:
+                    reply = route(seen) if callable(route) else route
+                self.send(reply)
+
+            def send(self, reply: Reply) -> None:
+                if reply.delay:
+                    time.sleep(reply.delay)
+                payload = reply.encoded()
+                self.send_response(reply.status)
+                headers = {"Content-Type": "application/json"} if reply.body is not None else {}
+                headers.update(reply.headers)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers:
+                    length = reply.lie_length if reply.lie_length is not None else len(payload)
+                    self.send_header("Content-Length", str(length))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if reply.reset_after is not None:
+                    self.wfile.write(payload[: reply.reset_after])
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if reply.drip:
+                    for index in range(len(payload)):
+                        self.wfile.write(payload[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.drip)
+                    return
+                self.wfile.write(payload)
+                if reply.lie_length is not None:
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> UpstreamServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.routes.clear()
+            self.seen.clear()
+
+    def route(self, path: str, reply: Route) -> None:
+        self.routes[path] = reply
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for s in self.seen if path is None or s.path == path)
+
+    def last(self) -> Seen:
+        with self.lock:
+            return self.seen[-1]
