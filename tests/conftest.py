@@ -11,9 +11,25 @@ from flask.testing import FlaskClient
 
 from bridge import create_app
 from bridge.config import Config, parse_config
+from tests.live import LiveServer
 from tests.upstream_server import Reply, UpstreamServer
 
 ALLOWED = "https://app.example.com"
+
+
+def _page_origin_app(environ, start_response):  # type: ignore[no-untyped-def]
+    """A blank page on another origin than the bridge's: the origin the browser tests run in."""
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [b"<!doctype html><meta charset=utf-8><title>page origin</title>"]
+
+
+@pytest.fixture(scope="session")
+def page_origin() -> Iterator[str]:
+    """``http://localhost:PORT``: loopback like the bridge (so Chromium's local-network rules are
+    not in play) but another host, so every request from it to the bridge is cross-origin."""
+    server = LiveServer(_page_origin_app).start()
+    yield f"http://localhost:{server.port}"
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +47,11 @@ def upstream(upstream_server: UpstreamServer) -> UpstreamServer:
     return upstream_server
 
 
-def config_text(upstream_url: str, extra: str = "", upstream_extra: str = "") -> str:
+def config_text(upstream_url: str, extra: str = "", upstream_extra: str = "",
+                page_origin: str = "") -> str:
     return textwrap.dedent("""
         [cors]
-        allow_origins = {allowed} https://*.example.org null
+        allow_origins = {allowed} https://*.example.org null {page_origin}
         allow_headers = Content-Type X-Custom
         max_age = 600
 
@@ -49,15 +66,15 @@ def config_text(upstream_url: str, extra: str = "", upstream_extra: str = "") ->
         url = {url}
         jsonp = false
         {extra}
-    """).format(allowed=ALLOWED, url=upstream_url, extra=textwrap.dedent(extra),
+    """).format(allowed=ALLOWED, url=upstream_url, page_origin=page_origin, extra=textwrap.dedent(extra),
                 upstream_extra=upstream_extra)
 
 
 @pytest.fixture
-def make_config(upstream: UpstreamServer) -> Callable[..., Config]:
+def make_config(upstream: UpstreamServer, page_origin: str) -> Callable[..., Config]:
     def make(extra: str = "", upstream_extra: str = "") -> Config:
-        return parse_config(config_text(upstream.url, extra, upstream_extra), source="test.ini",
-                            env={})
+        return parse_config(config_text(upstream.url, extra, upstream_extra, page_origin),
+                            source="test.ini", env={})
     return make
 
 
@@ -78,3 +95,46 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+# --- the browser: one headless Chromium for the whole run (Debian's, never a downloaded build) ---
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (CI installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    """A fresh browser context and page per test, sharing the one browser process."""
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def live_bridge(app: Flask) -> Iterator[LiveServer]:
+    """The app under test on a real loopback port, for the browser to talk to."""
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
