@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from bridge import create_app
@@ -42,7 +44,26 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
         "limit_request_line": min(config.limits.max_url_length, 8190),
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
+        # Metrics: each worker counts into its own files; a dead worker's live gauges are dropped.
+        "child_exit": _mark_worker_dead,
     }
+
+
+def _mark_worker_dead(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def fresh_metrics_dir() -> str:
+    """A new, empty PROMETHEUS_MULTIPROC_DIR for this server's workers, set before any metric exists.
+
+    prometheus-client chooses its multiprocess mode when first imported, so this runs before the app
+    is built; a fresh directory keeps counts from an earlier run out of this one's.
+    """
+    path = tempfile.mkdtemp(prefix="bridge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def serve(argv: list[str]) -> None:
@@ -62,10 +83,15 @@ def serve(argv: list[str]) -> None:
 
     from gunicorn.app.base import BaseApplication
 
+    metrics_dir = fresh_metrics_dir()
+
     class BridgeServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in gunicorn_options(config, args.bind, args.workers).items():
                 self.cfg.set(key, value)
+            # on_exit runs in the master only (workers leave through SystemExit too, so a
+            # try/finally here would delete the directory under the surviving workers).
+            self.cfg.set("on_exit", lambda server: shutil.rmtree(metrics_dir, ignore_errors=True))
 
         def load(self) -> Any:
             return create_app(config)

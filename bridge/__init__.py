@@ -21,7 +21,10 @@ def create_app(config: Config) -> Flask:
     app.extensions["bridge.config"] = config
     app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits))
 
-    from . import views
+    from . import metrics, observe, views
+
+    observe.install(app)
+    metrics.install(app)
 
     app.register_error_handler(BridgeError, views.render_error)
     app.register_error_handler(HTTPException, views.render_http_error)

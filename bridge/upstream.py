@@ -14,8 +14,8 @@ from __future__ import annotations
 import http.cookiejar
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from .config import LimitsConfig, UpstreamConfig
 from .errors import (
+    BridgeError,
     InvalidPath,
     UpstreamError,
     UpstreamRedirect,
@@ -63,6 +64,9 @@ class UpstreamRequest:
     query: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
+    # Sent as X-Request-ID so upstream logs can be joined with the bridge's; left out of equality and
+    # hashing because it names this request, not the resource (two requests for one url are equal).
+    request_id: str | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
@@ -216,12 +220,24 @@ def new_session(pool_size: int = 16) -> requests.Session:
     return session
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One finished trip to an upstream, for observers (metrics): how long, and how it ended."""
+
+    upstream: str
+    seconds: float
+    status: int | None  # None when no answer came (the error says why)
+    error: str = ""  # the BridgeError code, when the trip failed
+
+
 class UpstreamClient:
     """Sends checked requests to configured upstreams over pooled keep-alive connections."""
 
     def __init__(self, limits: LimitsConfig) -> None:
         self._limits = limits
         self._local = threading.local()
+        # Called after every send, success or failure; appended to at start-up only (create_app).
+        self.observers: list[Callable[[Exchange], None]] = []
 
     @property
     def session(self) -> requests.Session:
@@ -232,12 +248,31 @@ class UpstreamClient:
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send ``request``, following redirects only within the upstream's base; typed errors."""
+        if not self.observers:
+            return self._send(request)
+        started = time.perf_counter()
+        try:
+            response = self._send(request)
+        except BridgeError as exc:
+            self._notify(Exchange(request.upstream.name, time.perf_counter() - started, None, exc.code))
+            raise
+        self._notify(Exchange(request.upstream.name, time.perf_counter() - started, response.status))
+        return response
+
+    def _notify(self, exchange: Exchange) -> None:
+        for observer in self.observers:
+            observer(exchange)
+
+    def _send(self, request: UpstreamRequest) -> UpstreamResponse:
         upstream = request.upstream
         deadline = time.monotonic() + upstream.timeout
         started = time.monotonic()
         method, url, body = request.method, request.url, request.body
+        headers_out = request.headers
+        if request.request_id is not None:
+            headers_out = (*headers_out, ("X-Request-ID", request.request_id))
         for _ in range(MAX_REDIRECTS + 1):
-            status, headers, content = self._send_once(upstream, method, url, request.headers,
+            status, headers, content = self._send_once(upstream, method, url, headers_out,
                                                        body, deadline)
             if status not in (301, 302, 303, 307, 308):
                 return UpstreamResponse(status, filter_response_headers(headers), content,

@@ -29,6 +29,7 @@ from .errors import (
     error_response,
 )
 from .gateway import Answer, Gateway
+from .observe import current_request_id
 from .upstream import UpstreamRequest, encode_rest, forward_request_headers, split_rest
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -108,7 +109,8 @@ def upstream_request(upstream: UpstreamConfig, method: str,
     segments = split_rest(raw_rest())
     return UpstreamRequest(upstream=upstream, method=method, path=encode_rest(segments),
                            query=query, headers=forward_request_headers(headers, upstream),
-                           body=read_body() if method not in ("GET", "HEAD") else None)
+                           body=read_body() if method not in ("GET", "HEAD") else None,
+                           request_id=current_request_id())
 
 
 def answer_headers(answer: Answer) -> list[tuple[str, str]]:

@@ -1,0 +1,86 @@
+"""Prometheus metrics: what the bridge served, how its cache and upstreams behaved, at ``GET /metrics``.
+
+``BridgeMetrics`` owns one private registry per app (so the tests can build many apps) and is fed by
+three seams, never by the views: access records from ``observe`` (requests by path kind, upstream and
+status; refusals; rate limits), upstream exchanges from ``UpstreamClient.observers`` (latency), and
+``cache_event(name)`` for the cache (hit, miss, stale, eviction). Under gunicorn with several workers
+each worker counts into its own files in ``PROMETHEUS_MULTIPROC_DIR`` (``app.py`` makes a fresh one and
+marks dead workers) and ``/metrics`` adds them up, so any worker answers for all of them. Labels only
+ever carry configured upstream names and the bridge's own codes, never a client-chosen string, so a
+client cannot grow the number of series. This module counts; it does not decide, log or alert.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .observe import AccessRecord
+from .upstream import Exchange
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CACHE_EVENTS = ("hit", "miss", "stale", "eviction")
+# Loopback upstreams answer in about a millisecond, public APIs in tens to hundreds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BridgeMetrics:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = CollectorRegistry()
+        self.requests = Counter("bridge_requests", "Requests answered, by path kind, upstream and status",
+                                ["kind", "upstream", "status"], registry=self.registry)
+        self.refused = Counter("bridge_refused", "Requests the bridge refused, by path kind and error code",
+                               ["kind", "code"], registry=self.registry)
+        self.rate_limited = Counter("bridge_rate_limited", "Requests refused with 429 by the rate limits",
+                                    ["kind", "upstream"], registry=self.registry)
+        self.cache_events = Counter("bridge_cache_events", "Cache lookups and evictions, by event",
+                                    ["event"], registry=self.registry)
+        self.upstream_latency = Histogram("bridge_upstream_latency_seconds",
+                                          "Time from sending to an upstream to its whole answer",
+                                          ["upstream", "outcome"], buckets=LATENCY_BUCKETS,
+                                          registry=self.registry)
+        for event in CACHE_EVENTS:  # present at zero from the start, so rate() works at once
+            self.cache_events.labels(event)
+
+    def record_access(self, record: AccessRecord) -> None:
+        self.requests.labels(record.kind, record.upstream, str(record.status)).inc()
+        if record.status == 429:
+            self.rate_limited.labels(record.kind, record.upstream).inc()
+        if record.error:
+            self.refused.labels(record.kind, record.error).inc()
+
+    def record_exchange(self, exchange: Exchange) -> None:
+        outcome = str(exchange.status) if exchange.status is not None else exchange.error
+        self.upstream_latency.labels(exchange.upstream, outcome).observe(exchange.seconds)
+
+    def cache_event(self, name: str) -> None:
+        """The cache's event hook: ``hit``, ``miss``, ``stale`` or ``eviction``; others are ignored."""
+        if name in CACHE_EVENTS:
+            self.cache_events.labels(name).inc()
+
+    def exposition(self) -> bytes:
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        # Every worker's files, summed: a scrape reaching any one worker sees the whole server.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
+
+
+def install(app: Flask) -> BridgeMetrics:
+    """Create the app's metrics, feed them from the access log and the upstream client, serve them."""
+    metrics = BridgeMetrics(os.environ.get(MULTIPROC_ENV) or None)
+    app.extensions["bridge.metrics"] = metrics
+    app.extensions["bridge.access_listeners"].append(metrics.record_access)
+    app.extensions["bridge.gateway"].client.observers.append(metrics.record_exchange)
+
+    def serve_metrics() -> Response:
+        return Response(metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE_LATEST,
+                        headers={"Cache-Control": "no-store"})
+
+    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])
+    return metrics

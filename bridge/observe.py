@@ -1,0 +1,147 @@
+"""Request ids and the structured access log: what happened to each request, one JSON line each.
+
+Every request gets an id: the client's ``X-Request-ID`` when it is well-formed (1-128 characters of
+``[A-Za-z0-9._-]``, so it cannot smuggle a header, a log line or markup), a fresh one otherwise. The id
+is returned on the response, sent upstream with the fetch it caused, and written in the access line.
+After each request an ``AccessRecord`` is built from what the response already says (status,
+``Cache-Status``) and handed to the listeners (``bridge.metrics`` is one) and to the ``bridge.access``
+logger. This module decides nothing about the request itself and never changes a response beyond
+adding ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from flask import Flask, Response, current_app, g, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
+ACCESS_LOGGER = "bridge.access"
+# The blueprints whose requests are named by kind; everything else (healthz, metrics, apis) is "other".
+KINDS = ("cors", "preflight", "jsonp", "other")
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    method: str
+    kind: str  # one of KINDS
+    upstream: str  # a configured upstream's name, or "" (never a client-chosen string: label safety)
+    status: int
+    cache: str  # hit, stale, miss or "" when no cache was involved
+    duration: float  # seconds, from the first hook to the last
+    request_id: str
+    error: str = ""  # the refusal's code when the bridge refused
+
+
+Listener = Callable[[AccessRecord], None]
+
+
+def accepted_request_id(value: str | None) -> str | None:
+    """The client's id when it is well-formed, else None (and the bridge makes its own)."""
+    if value is not None and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def path_kind(blueprint: str | None, method: str, requests_method: bool) -> str:
+    """cors, preflight (an OPTIONS on /cors/ asking Access-Control-Request-Method), jsonp or other."""
+    if blueprint == "cors":
+        return "preflight" if method == "OPTIONS" and requests_method else "cors"
+    if blueprint == "jsonp":
+        return "jsonp"
+    return "other"
+
+
+def cache_outcome(cache_status: str | None) -> str:
+    """hit, stale or miss from an RFC 9211 ``Cache-Status`` value; "" when there is none."""
+    if not cache_status:
+        return ""
+    params = [p.strip().lower() for p in cache_status.split(";")[1:]]
+    if any(p == "stale" or p.startswith("stale=") for p in params):
+        return "stale"
+    return "hit" if "hit" in params else "miss"
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, for code that forwards it (views, gateway)."""
+    rid: str | None = g.get("request_id")
+    return rid
+
+
+def _error_code(response: Response) -> str:
+    """The ``error`` code of a bridge refusal; read only from small JSON error bodies."""
+    if response.status_code < 400 or response.mimetype != "application/json" or response.is_streamed:
+        return ""
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return ""
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def _access_logger() -> logging.Logger:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not logger.handlers:
+        # One bare line per request on stderr, where gunicorn's own log goes; an operator who
+        # configures logging (dictConfig) before start-up keeps their handlers instead.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listener]:
+    """Give every request of ``app`` an id and an access record; returns the listener list to extend."""
+    all_listeners: list[Listener] = list(listeners or [])
+    logger = _access_logger()
+    upstream_names = frozenset(app.extensions["bridge.config"].upstreams)
+
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        g.request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        request_id = g.get("request_id") or new_request_id()
+        response.headers[REQUEST_ID_HEADER] = request_id
+        name = (request.view_args or {}).get("name", "")
+        record = AccessRecord(
+            method=request.method,
+            kind=path_kind(request.blueprint, request.method,
+                           "Access-Control-Request-Method" in request.headers),
+            upstream=name if name in upstream_names else "",
+            status=response.status_code,
+            cache=cache_outcome(response.headers.get("Cache-Status")),
+            duration=time.perf_counter() - g.get("started", time.perf_counter()),
+            request_id=request_id,
+            error=_error_code(response),
+        )
+        for listener in all_listeners:
+            try:
+                listener(record)
+            except Exception:  # a broken listener must not turn an answer into a 500
+                current_app.logger.exception("access listener %r failed", listener)
+        if logger.isEnabledFor(logging.INFO):
+            line = asdict(record)
+            line["duration"] = round(record.duration, 6)
+            logger.info(json.dumps(line, separators=(",", ":")))
+        return response
+
+    app.extensions["bridge.access_listeners"] = all_listeners
+    return all_listeners

@@ -1,0 +1,115 @@
+"""Request ids (accepted, replaced, forwarded upstream) and one structured access line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from bridge.observe import ACCESS_LOGGER, accepted_request_id, cache_outcome, path_kind
+from tests.upstream_server import UpstreamServer
+
+GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_lines(client: FlaskClient) -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("value", ["abc", "a" * 128, "Req-1.2_3", "0"],
+                         ids=["short", "128", "punct", "digit"])
+def test_a_well_formed_id_is_kept_returned_and_sent_upstream(client: FlaskClient, upstream: UpstreamServer,
+                                                             value: str) -> None:
+    response = client.get("/cors/api/", headers={"X-Request-ID": value})
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == value
+    assert upstream.last().headers["x-request-id"] == value
+
+
+@pytest.mark.parametrize("value", [
+    "", "a" * 129, "has space", "semi;colon", "quote\"d", "<script>", "caf\u00e9", "a,b", "tab\there",
+], ids=["empty", "129-chars", "space", "semicolon", "quote", "markup", "non-ascii", "comma", "tab"])
+def test_a_malformed_id_is_replaced_everywhere(client: FlaskClient, upstream: UpstreamServer,
+                                               value: str) -> None:
+    response = client.get("/cors/api/", headers={"X-Request-ID": value})
+    assert response.status_code == 200
+    rid = response.headers["X-Request-ID"]
+    assert rid != value and GENERATED.fullmatch(rid)
+    assert upstream.last().headers["x-request-id"] == rid
+
+
+def test_ids_are_generated_fresh_and_reach_the_jsonp_upstream(client: FlaskClient,
+                                                              upstream: UpstreamServer) -> None:
+    first = client.get("/jsonp/api/?callback=cb").headers["X-Request-ID"]
+    assert upstream.last().headers["x-request-id"] == first
+    second = client.get("/jsonp/api/?callback=cb").headers["X-Request-ID"]
+    assert GENERATED.fullmatch(first) and GENERATED.fullmatch(second) and first != second
+
+
+def test_refusals_carry_an_id_too(client: FlaskClient) -> None:
+    response = client.get("/cors/nope/", headers={"X-Request-ID": "trace-me"})
+    assert response.status_code == 404
+    assert response.headers["X-Request-ID"] == "trace-me"
+
+
+def test_one_access_line_per_request_with_every_field(client: FlaskClient, upstream: UpstreamServer,
+                                                      access_lines: Lines) -> None:
+    client.get("/cors/api/", headers={"X-Request-ID": "line-1"})
+    client.options("/cors/api/", headers={"Origin": "https://app.example.com",
+                                          "Access-Control-Request-Method": "PUT"})
+    client.get("/jsonp/api/?callback=cb")
+    client.get("/cors/nope/")
+    client.get("/healthz")
+    lines = access_lines.records
+    assert [(line["kind"], line["upstream"], line["status"]) for line in lines] == [
+        ("cors", "api", 200), ("preflight", "api", 204), ("jsonp", "api", 200),
+        ("cors", "", 404), ("other", "", 200),
+    ]
+    first = lines[0]
+    assert set(first) == {"method", "kind", "upstream", "status", "cache", "duration", "request_id", "error"}
+    assert first["method"] == "GET" and first["request_id"] == "line-1"
+    assert first["cache"] in ("hit", "miss")
+    assert isinstance(first["duration"], float) and first["duration"] >= 0
+    assert lines[3]["error"] == "unknown_api"  # an unknown name never reaches a label or a log field
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("x", "x"), ("a" * 129, None), ("a b", None), ("a\r\nSet-Cookie: x", None),
+], ids=["missing", "ok", "too-long", "space", "header-injection"])
+def test_accepted_request_id(value: str | None, expected: str | None) -> None:
+    assert accepted_request_id(value) == expected
+
+
+@pytest.mark.parametrize("blueprint, method, asks, kind", [
+    ("cors", "GET", False, "cors"), ("cors", "OPTIONS", True, "preflight"),
+    ("cors", "OPTIONS", False, "cors"), ("jsonp", "GET", False, "jsonp"), (None, "GET", False, "other"),
+], ids=["cors", "preflight", "plain-options", "jsonp", "core"])
+def test_path_kind(blueprint: str | None, method: str, asks: bool, kind: str) -> None:
+    assert path_kind(blueprint, method, asks) == kind
+
+
+@pytest.mark.parametrize("value, outcome", [
+    (None, ""), ("jsonp-cors-bridge; hit", "hit"), ("jsonp-cors-bridge; hit; ttl=30", "hit"),
+    ("jsonp-cors-bridge; fwd=uri-miss", "miss"), ("jsonp-cors-bridge; fwd=stale", "miss"),
+    ("jsonp-cors-bridge; hit; stale", "stale"),
+], ids=["none", "hit", "hit-ttl", "miss", "revalidated", "served-stale"])
+def test_cache_outcome(value: str | None, outcome: str) -> None:
+    assert cache_outcome(value) == outcome
