@@ -35,5 +35,12 @@ pytest: install
 
 test: lint typecheck pytest
 
+# Not part of make test: timings are benchmarks, not tests. BENCH_ARGS="--rounds 7 --keys 100000"
+bench: install bench/node_modules/.package-lock.json
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench/node_modules/.package-lock.json: bench/package-lock.json
+	npm ci --prefix bench --no-audit --no-fund
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results

@@ -1,0 +1,494 @@
+"""``make bench``: the bridge measured side by side with its floor and with cors-anywhere, in one run.
+
+Starts, all on loopback: nginx serving a ~2 KB JSON file (the upstream), the bridge under gunicorn as
+``app.py`` runs it (a bench INI built from ``wsgi.ini``: same [server], [cors] and [cache]; one upstream
+``hit`` with the default ttl, one ``miss`` with ``ttl = 0``), the bare Flask floor (``floor.py``) under
+the same gunicorn settings, and cors-anywhere proxying the same file. wrk drives each target for a few
+seconds per round, the targets interleaved and rotated every round, and the medians over rounds are
+compared as ratios against the issue's goals. Then a herd of concurrent cold requests (counted in
+nginx's access log) and, with ``--keys``, resident memory after filling the cache with that many keys.
+Results go to ``bench/results/`` as JSON and text. Nothing here is imported by the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+ORIGIN = "http://bench.example"
+HEADERS = {"Origin": ORIGIN}
+
+
+# --- processes ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Procs:
+    """Every process the bench starts, stopped (by its own pid, whole process group) at the end."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: {url} exited early; see its log in the results directory")
+        try:
+            requests.get(url, headers=HEADERS, timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: {url} did not come up within {timeout:g}s")
+
+
+# --- the upstream: nginx with one JSON file ---
+
+
+def payload() -> bytes:
+    """About 2 KB of JSON with some text that needs script-safe escaping, like a real API answer."""
+    items = [{"id": i, "name": f"item {i}", "tags": ["a", "b <c>"], "score": i * 1.5, "ok": i % 2 == 0}
+             for i in range(24)]
+    return json.dumps({"items": items, "count": len(items)}).encode()
+
+
+def start_nginx(procs: Procs, work: Path, port: int) -> tuple[Path, Path]:
+    www = work / "www"
+    www.mkdir()
+    (www / "data.json").write_bytes(payload())
+    for sub in ("client", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / sub).mkdir()
+    access_log = work / "access.log"
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {access_log};
+    client_body_temp_path {work}/client; proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        location / {{ default_type application/json; }}
+    }}
+}}
+""")
+    # nginx's workers drop to user nobody when started as root: they must be able to read the files.
+    for path in (work, www, www / "data.json"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    procs.start("nginx", ["nginx", "-p", str(work), "-c", str(conf), "-g", "daemon off;"])
+    return www / "data.json", access_log
+
+
+# --- the bridge's bench config, derived from wsgi.ini ---
+
+
+def bench_ini(path: Path, nginx_port: int, server: dict[str, str]) -> None:
+    source = configparser.ConfigParser(interpolation=None)
+    source.optionxform = str  # type: ignore[assignment,method-assign]
+    source.read(ROOT / "wsgi.ini")
+    out = configparser.ConfigParser(interpolation=None)
+    out.optionxform = str  # type: ignore[assignment,method-assign]
+    for section in ("server", "cors", "jsonp", "cache", "limits"):
+        out[section] = dict(source[section]) if source.has_section(section) else {}
+    out["server"].update(server)
+    out["cors"]["allow_origins"] = ORIGIN
+    # The bench is one client sending thousands of requests a second: a per-client limit would
+    # measure the limiter's refusals, not the bridge.
+    out["limits"]["per_client"] = ""
+    upstream = {"url": f"http://127.0.0.1:{nginx_port}/", "timeout": "5", "allow_private": "true"}
+    out["upstream:hit"] = dict(upstream)
+    out["upstream:miss"] = {**upstream, "ttl": "0"}
+    with path.open("w") as handle:
+        out.write(handle)
+
+
+# --- wrk ---
+
+
+@dataclass
+class Sample:
+    target: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int = 0
+    socket_errors: str = ""
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, seconds: float, connections: int, threads: int = 1,
+            script: Path | None = None) -> tuple[float, float, float, int, str, str]:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+           "-H", f"Origin: {ORIGIN}"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    output = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\n\s+50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\n\s+99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors_match = re.search(r"Socket errors: (.*)", output)
+    return (rps, p50, p99, int(non_2xx_match.group(1)) if non_2xx_match else 0,
+            errors_match.group(1) if errors_match else "", output)
+
+
+# --- checks before measuring: each target answers what it should ---
+
+
+def check_targets(targets: dict[str, str]) -> dict[str, str]:
+    seen = {}
+    for name, url in targets.items():
+        for _ in range(2):  # the second request of a hit target must be a hit
+            response = requests.get(url, headers=HEADERS, timeout=10)
+        if response.status_code != 200:
+            raise SystemExit(f"bench: {name} answered {response.status_code}: {response.text[:200]}")
+        seen[name] = response.headers.get("Cache-Status", "")
+    return seen
+
+
+# --- the herd: concurrent cold requests for one key ---
+
+
+def herd(url: str, access_log: Path, size: int) -> dict[str, Any]:
+    marker = f"herd={time.time_ns()}"
+    target = f"{url}{'&' if '?' in url else '?'}{marker}"
+    barrier = threading.Barrier(size)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        barrier.wait()
+        status = requests.get(target, headers=HEADERS, timeout=30).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=one) for _ in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.2)  # nginx writes its access line after the response; not a measurement
+    upstream_requests = sum(1 for line in access_log.read_text().splitlines() if marker in line)
+    return {"requests": size, "ok": statuses.count(200), "upstream_requests": upstream_requests}
+
+
+# --- resident memory with many keys ---
+
+
+def worker_pids(master: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(entry.name))
+    return pids
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def fill_keys(procs: Procs, ini: Path, results: Path, keys: int, max_bytes: int) -> dict[str, Any]:
+    """A one-worker bridge, ``keys`` distinct cold urls through it, then its worker's RSS."""
+    port = free_port()
+    proc = procs.start("bridge-memory", [PY, "app.py", "--config", str(ini), "--bind",
+                                         f"127.0.0.1:{port}", "--workers", "1"])
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/healthz", proc)
+    requests.get(base + "/cors/hit/data.json?warm=1", headers=HEADERS, timeout=10)
+    [worker] = worker_pids(proc.pid)
+    before = rss_bytes(worker)
+    script = results / "keys.lua"
+    script.write_text(f"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/cors/hit/data.json?k=" .. counter)
+end
+response = function(status, headers, body)
+  if counter >= {keys} then wrk.thread:stop() end
+end
+""")
+    started = time.monotonic()
+    run_wrk(base + "/", 600, 1, script=script)
+    filled_in = time.monotonic() - started
+    after = rss_bytes(worker)
+    metrics = requests.get(base + "/metrics", timeout=10).text
+    evictions = re.search(r'^bridge_cache_events_total\{event="eviction"\} (\S+)', metrics, re.M)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=15)
+    return {"keys": keys, "max_bytes": max_bytes, "rss_before": before, "rss_after": after,
+            "growth": after - before, "fill_seconds": round(filled_in, 1),
+            "evictions": float(evictions.group(1)) if evictions else None}
+
+
+# --- reporting ---
+
+
+def versions(ca_port_log: Path) -> dict[str, str]:
+    def cmd(*args: str) -> str:
+        result = subprocess.run(args, capture_output=True, text=True)
+        return (result.stdout + result.stderr).strip().splitlines()[0]
+
+    from importlib.metadata import version
+
+    ca = json.loads((BENCH / "node_modules" / "cors-anywhere" / "package.json").read_text())["version"]
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {
+        "machine": f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cpus, "
+                   f"{model}",
+        "python": platform.python_version(),
+        "flask": version("flask"),
+        "werkzeug": version("werkzeug"),
+        "gunicorn": version("gunicorn"),
+        "prometheus-client": version("prometheus-client"),
+        "nginx": cmd("nginx", "-v").rpartition("/")[2],
+        "wrk": cmd("wrk", "--version").split(" [")[0],
+        "node": cmd("node", "--version"),
+        "cors-anywhere": ca,
+    }
+
+
+@dataclass
+class Goal:
+    name: str
+    value: float
+    limit: float
+    higher_is_better: bool = True
+    met: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.met = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--herd", type=int, default=200)
+    parser.add_argument("--keys", type=int, default=0, help="fill this many keys and report RSS (0: skip)")
+    parser.add_argument("--worker-class", help="override [server] worker_class for bridge and floor")
+    parser.add_argument("--workers", help="override [server] workers")
+    parser.add_argument("--threads", help="override [server] threads")
+    parser.add_argument("--only", help="comma-separated target names to measure")
+    parser.add_argument("--label", default="", help="a word for the results file name")
+    args = parser.parse_args()
+
+    for tool in ("nginx", "wrk", "node"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is not installed (apt-get install nginx wrk nodejs)")
+    if not (BENCH / "node_modules" / "cors-anywhere").exists():
+        raise SystemExit("bench: cors-anywhere is missing: npm ci --prefix bench (make bench does it)")
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + (f"-{args.label}" if args.label else "")
+    results = BENCH / "results" / stamp
+    results.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    procs = Procs(results)
+    server = {k: v for k, v in (("worker_class", args.worker_class), ("workers", args.workers),
+                                ("threads", args.threads)) if v}
+    try:
+        nginx_port, bridge_port, floor_port, ca_port = (free_port() for _ in range(4))
+        data, access_log = start_nginx(procs, work, nginx_port)
+        ini = results / "bench.ini"
+        bench_ini(ini, nginx_port, server)
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        bridge = procs.start("bridge", [PY, "app.py", "--config", str(ini), "--bind",
+                                        f"127.0.0.1:{bridge_port}"], env=env)
+        floor = procs.start("floor", [PY, str(BENCH / "floor.py"), "--config", str(ini), "--bind",
+                                      f"127.0.0.1:{floor_port}", "--body", str(data)])
+        ca = procs.start("cors-anywhere", ["node", str(BENCH / "cors_anywhere.js"), str(ca_port)])
+        nginx_url = f"http://127.0.0.1:{nginx_port}/data.json"
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        targets = {
+            "nginx": nginx_url,
+            "floor": f"http://127.0.0.1:{floor_port}/jsonp",
+            "cors-hit": f"{bridge_url}/cors/hit/data.json",
+            "jsonp-hit": f"{bridge_url}/jsonp/hit/data.json?callback=cb",
+            "cors-miss": f"{bridge_url}/cors/miss/data.json",
+            "jsonp-miss": f"{bridge_url}/jsonp/miss/data.json?callback=cb",
+            "cors-anywhere": f"http://127.0.0.1:{ca_port}/{nginx_url}",
+        }
+        wait_ready(nginx_url, procs.procs[0])
+        wait_ready(bridge_url + "/healthz", bridge)
+        wait_ready(targets["floor"], floor)
+        wait_ready(f"http://127.0.0.1:{ca_port}/", ca)
+        cache_status = check_targets(targets)
+        if args.only:
+            targets = {k: v for k, v in targets.items() if k in args.only.split(",")}
+        info = versions(results / "cors-anywhere.log")
+        config_server = configparser.ConfigParser(interpolation=None)
+        config_server.read(ini)
+        info["server"] = ", ".join(f"{k}={v}" for k, v in config_server["server"].items() if k != "bind")
+        info["load_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"bench: {info['machine']}; {info['server']}; load {info['load_before']}", flush=True)
+
+        for url in targets.values():  # warm: connections, caches, lazy imports
+            run_wrk(url, 1, args.connections)
+        samples: list[Sample] = []
+        names = list(targets)
+        for round_no in range(args.rounds):
+            order = names[round_no % len(names):] + names[:round_no % len(names)]
+            for name in order:
+                rps, p50, p99, non_2xx, errors, _ = run_wrk(targets[name], args.seconds, args.connections)
+                samples.append(Sample(name, round_no, rps, p50, p99, non_2xx, errors))
+            print(f"  round {round_no + 1}/{args.rounds}: "
+                  + "  ".join(f"{s.target} {s.rps:.0f}" for s in samples if s.round == round_no), flush=True)
+
+        medians = {name: {"rps": statistics.median(s.rps for s in samples if s.target == name),
+                          "p50_ms": statistics.median(s.p50_ms for s in samples if s.target == name),
+                          "p99_ms": statistics.median(s.p99_ms for s in samples if s.target == name),
+                          "non_2xx": sum(s.non_2xx for s in samples if s.target == name)}
+                   for name in names}
+        goals: list[Goal] = []
+
+        def ratio(a: str, b: str, key: str = "rps") -> float | None:
+            if a in medians and b in medians and medians[b][key]:
+                return round(medians[a][key] / medians[b][key], 2)
+            return None
+
+        for hit in ("cors-hit", "jsonp-hit"):
+            for name, value, limit, up in (
+                (f"{hit} / floor (rps)", ratio(hit, "floor"), 0.9, True),
+                (f"{hit} / cors-anywhere (rps)", ratio(hit, "cors-anywhere"), 2.0, True),
+                (f"{hit} / floor (p99)", ratio(hit, "floor", "p99_ms"), 1.5, False),
+            ):
+                if value is not None:
+                    goals.append(Goal(name, value, limit, up))
+        for miss in ("cors-miss", "jsonp-miss"):
+            value = ratio(miss, "cors-anywhere")
+            if value is not None:
+                goals.append(Goal(f"{miss} / cors-anywhere (rps)", value, 1.0))
+
+        herd_result = herd(targets.get("cors-hit", f"{bridge_url}/cors/hit/data.json"), access_log,
+                           args.herd) if args.herd else None
+        if herd_result:
+            goals.append(Goal(f"herd of {args.herd} cold requests: upstream requests",
+                              herd_result["upstream_requests"], 1, False))
+        info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        memory = None
+        if args.keys:
+            sys.path.insert(0, str(ROOT))
+            from bridge.config import load_config
+
+            max_bytes = load_config(ini).cache.max_bytes
+            memory = fill_keys(procs, ini, results, args.keys, max_bytes)
+            goals.append(Goal("RSS growth with keys / max_bytes", round(memory["growth"] / max_bytes, 2),
+                              1.0, False))
+
+        report = {"command": " ".join(sys.argv), "info": info, "cache_status": cache_status,
+                  "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
+                  "medians": medians, "goals": [asdict(g) for g in goals], "herd": herd_result,
+                  "memory": memory, "samples": [asdict(s) for s in samples]}
+        (results / "results.json").write_text(json.dumps(report, indent=2))
+        text = render(report)
+        (results / "results.txt").write_text(text)
+        print(text)
+        print(f"bench: results in {results.relative_to(ROOT)}")
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def render(report: dict[str, Any]) -> str:
+    info = report["info"]
+    lines = [
+        f"machine: {info['machine']}",
+        "versions: " + ", ".join(f"{k} {info[k]}" for k in
+                                 ("python", "flask", "werkzeug", "gunicorn", "prometheus-client", "nginx",
+                                  "wrk", "node", "cors-anywhere")),
+        f"gunicorn: {info['server']}",
+        f"load average before/after: {info['load_before']} / {info['load_after']} "
+        "(the machine is shared; medians over interleaved rounds)",
+        f"wrk: 1 thread, {report['connections']} connections, "
+        f"{report['seconds']:g}s x {report['rounds']} rounds",
+        "",
+        f"{'target':<15}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}",
+    ]
+    for name, m in report["medians"].items():
+        lines.append(f"{name:<15}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}{m['non_2xx']:>9}")
+    lines += ["", f"{'goal':<50}{'value':>8}{'limit':>8}  met"]
+    for goal in report["goals"]:
+        sign = ">=" if goal["higher_is_better"] else "<="
+        lines.append(f"{goal['name']:<50}{goal['value']:>8}{sign:>4}{goal['limit']:<4}  "
+                     f"{'yes' if goal['met'] else 'NO'}")
+    if report["memory"]:
+        m = report["memory"]
+        lines.append(f"memory: {m['keys']} keys in {m['fill_seconds']}s, "
+                     f"worker RSS {m['rss_before'] >> 20} MiB -> {m['rss_after'] >> 20} MiB "
+                     f"(max_bytes {m['max_bytes'] >> 20} MiB, "
+                     f"evictions {m['evictions']})")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
