@@ -511,19 +511,22 @@ return 0
 """
 
 
-def entry_to_redis(entry: CacheEntry) -> dict[str, bytes]:
+def entry_to_redis(entry: CacheEntry, retain_until: float) -> dict[str, bytes]:
     meta = {"s": entry.response.status, "h": entry.response.headers, "t": entry.stored_at,
-            "l": entry.lifetime, "a": entry.initial_age, "v": entry.vary}
+            "l": entry.lifetime, "a": entry.initial_age, "v": entry.vary, "r": retain_until}
     fields = {"m": json.dumps(meta, separators=(",", ":")).encode(), "b": entry.response.body}
     if entry.script_json is not None:
         fields["j"] = entry.script_json.encode()
     return fields
 
 
-def entry_from_redis(key: str, fields: Mapping[bytes, bytes]) -> CacheEntry | None:
-    """The entry of a Redis hash, or None for a hash that is not one (half-written, or foreign)."""
+def entry_from_redis(key: str, fields: Mapping[bytes, bytes], now: float) -> CacheEntry | None:
+    """The entry of a Redis hash, or None for one past its retention by the bridge's clock (Redis
+    expires keys by its own) or that is not an entry (half-written, or foreign)."""
     try:
         meta = json.loads(fields[b"m"])
+        if float(meta["r"]) <= now:
+            return None
         response = UpstreamResponse(int(meta["s"]), tuple((str(k), str(v)) for k, v in meta["h"]),
                                     fields[b"b"])
         script_json = fields[b"j"].decode() if b"j" in fields else None
@@ -598,14 +601,14 @@ class RedisStore:
 
     def get(self, key: str) -> CacheEntry | None:
         fields = self._call(lambda: self.client.hgetall(self.prefix + "e:" + key))
-        return entry_from_redis(key, fields) if fields else None
+        return entry_from_redis(key, fields, self.clock()) if fields else None
 
     def put(self, key: str, entry: CacheEntry, retain: int) -> None:
         def write() -> None:
             name = self.prefix + "e:" + key
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(name)
-            pipe.hset(name, mapping=entry_to_redis(entry))  # type: ignore[arg-type]
+            pipe.hset(name, mapping=entry_to_redis(entry, self.clock() + retain))  # type: ignore[arg-type]
             pipe.expire(name, retain)
             pipe.execute()
         self._call(write)
@@ -618,14 +621,16 @@ class RedisStore:
         if raw is None:
             return None
         try:
-            names = json.loads(raw)
-        except ValueError:
+            record = json.loads(raw)
+            if float(record["r"]) <= self.clock():
+                return None
+            return tuple(str(name) for name in record["v"])
+        except (ValueError, KeyError, TypeError):
             return None
-        return tuple(str(n) for n in names) if isinstance(names, list) else None
 
     def put_vary(self, primary: str, vary: tuple[str, ...], retain: int) -> None:
-        self._call(lambda: self.client.set(self.prefix + "v:" + primary, json.dumps(list(vary)),
-                                           ex=retain))
+        record = json.dumps({"r": self.clock() + retain, "v": list(vary)})
+        self._call(lambda: self.client.set(self.prefix + "v:" + primary, record, ex=retain))
 
     def remember_script_json(self, key: str, entry: CacheEntry) -> None:
         """Add the script JSON to the stored hash, only if it still exists (never revive a key)."""
@@ -671,6 +676,7 @@ class _Flight:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+    waiters: int = 0
 
 
 class SingleFlight:
@@ -688,6 +694,8 @@ class SingleFlight:
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
         if leader:
             try:
                 flight.result = call()
@@ -708,6 +716,12 @@ class SingleFlight:
     def __len__(self) -> int:
         with self._lock:
             return len(self._flights)
+
+    def waiting(self, key: str) -> int:
+        """How many threads wait for the call under way for ``key``."""
+        with self._lock:
+            flight = self._flights.get(key)
+            return flight.waiters if flight is not None else 0
 
 
 # --- the cache as the gateway sees it ---
