@@ -9,17 +9,21 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from .cache import Cache
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
 from .upstream import UpstreamClient
 
 
-def create_app(config: Config) -> Flask:
+def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
+    """The app for ``config``; tests may hand in a ``cache`` built with their own clock."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bridge.config"] = config
-    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits))
+    cache = cache if cache is not None else Cache.from_config(config)
+    app.extensions["bridge.cache"] = cache
+    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits), cache)
 
     from . import metrics, observe, views
 
