@@ -3,7 +3,8 @@
 ``BridgeMetrics`` owns one private registry per app (so the tests can build many apps) and is fed by
 three seams, never by the views: access records from ``observe`` (requests by path kind, upstream and
 status; refusals; rate limits), upstream exchanges from ``UpstreamClient.observers`` (latency), and
-``cache_event(name)`` for the cache (hit, miss, stale, eviction). Under gunicorn with several workers
+the cache's ``on_event`` hook (hit, miss, stale, eviction and the rest of ``cache.EVENTS``). Under
+gunicorn with several workers
 each worker counts into its own files in ``PROMETHEUS_MULTIPROC_DIR`` (``app.py`` makes a fresh one and
 marks dead workers) and ``/metrics`` adds them up, so any worker answers for all of them. Labels only
 ever carry configured upstream names and the bridge's own codes, never a client-chosen string, so a
@@ -18,11 +19,11 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .cache import EVENTS as CACHE_EVENTS
 from .observe import AccessRecord
 from .upstream import Exchange
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CACHE_EVENTS = ("hit", "miss", "stale", "eviction")
 # Loopback upstreams answer in about a millisecond, public APIs in tens to hundreds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -58,7 +59,7 @@ class BridgeMetrics:
         self.upstream_latency.labels(exchange.upstream, outcome).observe(exchange.seconds)
 
     def cache_event(self, name: str) -> None:
-        """The cache's event hook: ``hit``, ``miss``, ``stale`` or ``eviction``; others are ignored."""
+        """The cache's event hook (``cache.EVENTS``: hit, miss, stale, eviction, ...); others ignored."""
         if name in CACHE_EVENTS:
             self.cache_events.labels(name).inc()
 
@@ -77,6 +78,16 @@ def install(app: Flask) -> BridgeMetrics:
     app.extensions["bridge.metrics"] = metrics
     app.extensions["bridge.access_listeners"].append(metrics.record_access)
     app.extensions["bridge.gateway"].client.observers.append(metrics.record_exchange)
+    cache = app.extensions.get("bridge.cache")
+    if cache is not None:
+        # Chained, not replaced: a hook handed in with the cache (the tests' event list) still hears.
+        previous = cache.on_event
+
+        def count_then_pass_on(name: str) -> None:
+            metrics.cache_event(name)
+            previous(name)
+
+        cache.on_event = count_then_pass_on
 
     def serve_metrics() -> Response:
         return Response(metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE_LATEST,

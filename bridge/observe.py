@@ -69,7 +69,9 @@ def cache_outcome(cache_status: str | None) -> str:
     if not cache_status:
         return ""
     params = [p.strip().lower() for p in cache_status.split(";")[1:]]
-    if any(p == "stale" or p.startswith("stale=") for p in params):
+    # The gateway marks a stale-if-error serve as ``hit; detail=stale-if-error``; ``fwd=stale`` is a
+    # revalidation, a trip upstream, so a miss.
+    if any(p == "stale" or p.startswith("detail=stale") for p in params):
         return "stale"
     return "hit" if "hit" in params else "miss"
 

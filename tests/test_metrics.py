@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,6 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import create_app
+from bridge.cache import Cache
 from bridge.metrics import BridgeMetrics
 from bridge.observe import AccessRecord
 from tests.conftest import config_text
@@ -90,6 +93,31 @@ def test_upstream_latency_is_observed_with_its_outcome(make_app: Callable[..., F
                                      {"upstream": "dead", "outcome": "upstream_unreachable"}) == 1
 
 
+def test_cache_hits_misses_and_evictions_are_counted(make_app: Callable[..., Flask],
+                                                     upstream: UpstreamServer) -> None:
+    upstream.route("/big", Reply(200, {"pad": "x" * 3000}))
+    app = make_app(extra="[cache]\nmax_bytes = 8 KiB\n")
+    client = app.test_client()
+    client.get("/cors/api/")
+    client.get("/cors/api/")
+    for n in range(4):  # 4 x 3 KB cannot all fit in 8 KiB
+        client.get(f"/cors/api/big?n={n}")
+    get = metrics_of(app).registry.get_sample_value
+    assert get("bridge_cache_events_total", {"event": "hit"}) == 1
+    assert get("bridge_cache_events_total", {"event": "miss"}) == 5
+    assert get("bridge_cache_events_total", {"event": "eviction"}) >= 1
+
+
+def test_a_cache_hook_handed_in_still_hears_events(make_config: Callable[..., Any],
+                                                   upstream: UpstreamServer) -> None:
+    heard: list[str] = []
+    config = make_config()
+    app = create_app(config, cache=Cache.from_config(config, on_event=heard.append))
+    app.test_client().get("/cors/api/")
+    assert "miss" in heard
+    assert metrics_of(app).registry.get_sample_value("bridge_cache_events_total", {"event": "miss"}) == 1
+
+
 def test_cache_events_and_rate_limits_have_their_counters(app: Flask) -> None:
     metrics = metrics_of(app)
     for event in ("hit", "hit", "miss", "stale", "eviction", "not-an-event"):
@@ -158,8 +186,8 @@ def test_two_gunicorn_workers_are_summed_in_one_exposition(two_worker_bridge: tu
     holder.start()
     while upstream.count("/held") == 0:  # one worker is now inside that request and cannot accept
         time.sleep(0.01)
-    for _ in range(10):  # so these ten are all served by the other worker
-        assert requests.get(base + "/cors/api/quick", headers={"Connection": "close"},
+    for n in range(10):  # so these ten (distinct keys: all misses) are all served by the other worker
+        assert requests.get(base + f"/cors/api/quick?n={n}", headers={"Connection": "close"},
                             timeout=10).status_code == 200
     release.set()
     holder.join(20)

@@ -109,7 +109,8 @@ def test_path_kind(blueprint: str | None, method: str, asks: bool, kind: str) ->
 @pytest.mark.parametrize("value, outcome", [
     (None, ""), ("jsonp-cors-bridge; hit", "hit"), ("jsonp-cors-bridge; hit; ttl=30", "hit"),
     ("jsonp-cors-bridge; fwd=uri-miss", "miss"), ("jsonp-cors-bridge; fwd=stale", "miss"),
-    ("jsonp-cors-bridge; hit; stale", "stale"),
-], ids=["none", "hit", "hit-ttl", "miss", "revalidated", "served-stale"])
+    ("jsonp-cors-bridge; hit; ttl=-3; detail=stale-if-error", "stale"),
+    ("jsonp-cors-bridge; hit; ttl=9; collapsed", "hit"),
+], ids=["none", "hit", "hit-ttl", "miss", "revalidated", "served-stale", "collapsed"])
 def test_cache_outcome(value: str | None, outcome: str) -> None:
     assert cache_outcome(value) == outcome

@@ -1,0 +1,108 @@
+"""Profile the bridge's own per-request work on a cache hit, in process, without sockets or gunicorn.
+
+``python bench/profile_hit.py [--path /cors/hit/data.json] [--n 20000] [--html out.html]`` builds the app
+from a bench-like config against a real upstream (a tiny loopback HTTP server), warms the cache with
+one request and then calls the WSGI app directly ``n`` times under pyinstrument, printing the profile
+and the microseconds per request next to the bare Flask floor's. When the gateway has no cache yet,
+every call is a miss and the profile says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from werkzeug.test import EnvironBuilder  # noqa: E402
+
+from bench.floor import create_floor_app  # noqa: E402
+from bench.run import ORIGIN, payload  # noqa: E402
+from bridge import create_app  # noqa: E402
+from bridge.config import parse_config  # noqa: E402
+
+
+def serve_payload() -> str:
+    body = payload()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body leave in two writes: without this, Nagle and delayed ACKs add 40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+def per_request(app, path: str, n: int) -> float:  # type: ignore[no-untyped-def]
+    environ = EnvironBuilder(path=path, headers={"Origin": ORIGIN}).get_environ()
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        pass
+
+    started = time.perf_counter()
+    for _ in range(n):
+        for _chunk in app(dict(environ), start_response):
+            pass
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", default="/cors/hit/data.json")
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--html", help="also write pyinstrument's HTML here")
+    args = parser.parse_args()
+    from pyinstrument import Profiler
+
+    url = serve_payload()
+    ini = (ROOT / "wsgi.ini").read_text().split("[upstream:")[0]
+    ini = ini.replace("per_client = 600/minute", "per_client =")
+    ini += f"\n[upstream:hit]\nurl = {url}\nallow_private = true\n"
+    ini = ini.replace("allow_origins = http://127.0.0.1:8002 http://localhost:8002",
+                      f"allow_origins = {ORIGIN}")
+    app = create_app(parse_config(ini, source="profile.ini", env={}))
+    # The access line is still formatted and written (its cost is part of a hit), just not to the tty.
+    for handler in logging.getLogger("bridge.access").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    floor = create_floor_app(payload())
+    per_request(app, args.path, 100)
+    per_request(floor, "/jsonp", 100)
+    profiler = Profiler(interval=0.0002)
+    with profiler:
+        bridge_us = per_request(app, args.path, args.n)
+    floor_us = per_request(floor, "/jsonp", args.n)
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+    if args.html:
+        Path(args.html).write_text(profiler.output_html())
+    print(json.dumps({"path": args.path, "bridge_us_per_request_profiled": round(bridge_us, 1),
+                      "bridge_us_per_request": round(per_request(app, args.path, args.n), 1),
+                      "floor_us_per_request": round(floor_us, 1)}))
+
+
+if __name__ == "__main__":
+    main()
