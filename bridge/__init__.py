@@ -13,6 +13,7 @@ from .cache import Cache
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
+from .health import Health
 from .upstream import UpstreamClient
 
 
@@ -24,6 +25,7 @@ def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     cache = cache if cache is not None else Cache.from_config(config)
     app.extensions["bridge.cache"] = cache
     app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits), cache)
+    app.extensions["bridge.health"] = Health(config.upstreams, cache.health)
 
     from . import metrics, observe, views
 

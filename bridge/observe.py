@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 
@@ -52,7 +52,8 @@ def accepted_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex without building a UUID on every request.
+    return os.urandom(16).hex()
 
 
 def path_kind(blueprint: str | None, method: str, requests_method: bool) -> str:
@@ -74,6 +75,16 @@ def cache_outcome(cache_status: str | None) -> str:
     if any(p == "stale" or p.startswith("detail=stale") for p in params):
         return "stale"
     return "hit" if "hit" in params else "miss"
+
+
+def access_line(record: AccessRecord) -> str:
+    """The record as one line of JSON (built by hand: ``dataclasses.asdict`` was a fifth of the
+    bridge's own time on a cache hit in the profile)."""
+    return json.dumps({
+        "method": record.method, "kind": record.kind, "upstream": record.upstream,
+        "status": record.status, "cache": record.cache, "duration": round(record.duration, 6),
+        "request_id": record.request_id, "error": record.error,
+    }, separators=(",", ":"))
 
 
 def current_request_id() -> str | None:
@@ -140,9 +151,7 @@ def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listene
             except Exception:  # a broken listener must not turn an answer into a 500
                 current_app.logger.exception("access listener %r failed", listener)
         if logger.isEnabledFor(logging.INFO):
-            line = asdict(record)
-            line["duration"] = round(record.duration, 6)
-            logger.info(json.dumps(line, separators=(",", ":")))
+            logger.info(access_line(record))
         return response
 
     app.extensions["bridge.access_listeners"] = all_listeners

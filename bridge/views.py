@@ -127,8 +127,8 @@ def answer_headers(answer: Answer) -> list[tuple[str, str]]:
 
 @core.get("/healthz")
 def healthz() -> Response:
-    # The cache's state is reported, not judged: a bridge whose Redis is down still serves.
-    return jsonify(status="ok", cache=current_app.extensions["bridge.cache"].health())
+    # What is unreachable is reported, not judged: a bridge whose Redis is down still serves.
+    return jsonify(current_app.extensions["bridge.health"].report())
 
 
 @core.get("/apis")
