@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from .config import Config
 from .errors import BridgeError
@@ -15,9 +16,19 @@ from .gateway import Gateway
 from .upstream import UpstreamClient
 
 
+class RestConverter(PathConverter):
+    """Everything after ``/KIND/NAME/``, leading slash included, so the path checks see it all."""
+
+    regex = ".*"
+    part_isolating = False  # werkzeug infers True from a regex without '/'
+
+
 def create_app(config: Config) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["rest"] = RestConverter
     app.extensions["bridge.config"] = config
     app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits))
 

@@ -143,7 +143,7 @@ def cors_policy_for(name: str | None) -> CorsPolicy:
 
 
 @cors.route("/<name>/", methods=ALL_METHODS)
-@cors.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@cors.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def cors_proxy(name: str, rest: str = "") -> Response:
     upstream = find_upstream(name)
     origin = single_origin()
@@ -238,7 +238,7 @@ def jsonp_error(error: BridgeError) -> Response:
 
 
 @jsonp.route("/<name>/", methods=ALL_METHODS)
-@jsonp.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@jsonp.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def jsonp_proxy(name: str, rest: str = "") -> Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("the JSONP path answers GET and HEAD only; use /cors/ for "
