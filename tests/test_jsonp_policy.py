@@ -110,7 +110,8 @@ def test_control_parameters_are_not_forwarded() -> None:
 
 
 def test_escaping_is_byte_exact() -> None:
-    body = '{"h":"</script><!--x-->","a":"x & y","s":"a\u2028b\u2029c","n":[1.10,1e400,-0,12345678901234567890123]}'
+    body = ('{"h":"</script><!--x-->","a":"x & y","s":"a\u2028b\u2029c",'
+            '"n":[1.10,1e400,-0,12345678901234567890123]}')
     text = script_safe_json(body.encode())
     assert text == ('{"h":"\\u003c/script\\u003e\\u003c!--x--\\u003e","a":"x \\u0026 y",'
                     '"s":"a\\u2028b\\u2029c","n":[1.10,1e400,-0,12345678901234567890123]}')
