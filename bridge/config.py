@@ -143,6 +143,13 @@ def _origins(raw: str) -> tuple[OriginPattern, ...] | None:
     return tuple(parse_origin_pattern(item) for item in items)
 
 
+def _callback_param(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) or value in {"_", "envelope"}:
+        raise ValueError(f"expected a query parameter name other than _ and envelope, got {raw!r}")
+    return value
+
+
 def _max_age(raw: str) -> int:
     return min(_non_negative_int(raw), MAX_AGE_CAP)
 
@@ -220,7 +227,7 @@ SECTIONS: dict[str, dict[str, tuple[Parser, str]]] = {
         "max_age": (_max_age, "600"),
     },
     "jsonp": {
-        "callback_param": (_text, "callback"),
+        "callback_param": (_callback_param, "callback"),
         "max_callback_length": (_positive_int, "128"),
     },
     "cache": {

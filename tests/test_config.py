@@ -95,6 +95,8 @@ BAD = [
                  id="bad-upstream-name"),
     pytest.param("[upstream:a]\nurl = http://user:pw@h/\n", "[upstream:a] url", "password",
                  id="credentials-in-url"),
+    pytest.param("[jsonp]\ncallback_param = _\n", "[jsonp] callback_param", "other than",
+                 id="callback-param-is-a-control-param"),
     pytest.param("[cors]\nmax_age = 1\nmax_age = 2\n", "[cors] max_age", "twice", id="duplicate-key"),
 ]
 

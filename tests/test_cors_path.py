@@ -246,3 +246,11 @@ def test_apis_lists_names_without_secrets(client: FlaskClient, upstream: Upstrea
     body = client.get("/apis").get_data(as_text=True)
     assert '"name":"api"' in body.replace(" ", "")
     assert "secret-key" not in body and upstream.url not in body and "127.0.0.1" not in body
+
+
+def test_upstream_connections_are_pooled_and_kept_alive(client: FlaskClient,
+                                                        upstream: UpstreamServer) -> None:
+    for _ in range(3):
+        assert client.get("/cors/api/").status_code == 200
+    ports = {seen.client_port for seen in upstream.seen}
+    assert len(ports) == 1, ports  # three requests, one TCP connection
