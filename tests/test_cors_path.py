@@ -254,3 +254,16 @@ def test_upstream_connections_are_pooled_and_kept_alive(client: FlaskClient,
         assert client.get("/cors/api/").status_code == 200
     ports = {seen.client_port for seen in upstream.seen}
     assert len(ports) == 1, ports  # three requests, one TCP connection
+
+
+def test_proxied_answers_are_never_a_page_on_the_bridge_origin(client: FlaskClient,
+                                                                upstream: UpstreamServer) -> None:
+    upstream.route("/reflect", Reply(200, "<script>alert(document.domain)</script>",
+                                     headers={"Content-Type": "text/html"}))
+    upstream.route("/untyped", Reply(200, b"<b>x</b>", headers={"Content-Type": ""}))
+    html = client.get("/cors/api/reflect")
+    assert html.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in html.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in html.headers["Content-Security-Policy"]
+    untyped = client.get("/cors/api/untyped")
+    assert not untyped.headers["Content-Type"].startswith("text/html")
