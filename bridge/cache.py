@@ -71,7 +71,7 @@ def primary_key(upstream: str, path: str, query: Iterable[tuple[str, str]],
                 callback_param: str = "callback") -> str:
     """Upstream, path and normalised query: the entry's address before Vary is applied."""
     text = json.dumps([upstream, path, normalised_query(query, callback_param)],
-                      separators=(",", ":"), ensure_ascii=False)
+                      separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 

@@ -486,3 +486,42 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+# --- hostile inputs: nothing a client or upstream sends makes a 500 ---
+
+
+@pytest.mark.parametrize("headers", [
+    {"Cache-Control": "max-age=99999999999999999999999"},
+    {"Cache-Control": "max-age=, s-maxage=x, =, ,,,"},
+    {"Cache-Control": 'no-store="', "Vary": ",,,"},
+    {"Expires": "Sun, 99 Foo 20x6 99:99:99 GMT", "Date": "nope"},
+    {"Expires": "Fri, 31 Dec 9999 23:59:59 GMT", "Date": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    {"Age": "-5"}, {"Age": "99999999999999999999"},
+    {"ETag": "unquoted", "Last-Modified": "yesterday"},
+    {"Vary": "Accept-Language, \u00e9t\u00e9"},
+], ids=["huge-max-age", "garbled-directives", "unterminated", "bad-dates", "far-expires",
+        "negative-age", "huge-age", "bad-validators", "non-ascii-vary"])
+def test_hostile_upstream_cache_headers(bridge_: Bridge, upstream: UpstreamServer,
+                                        headers: dict[str, str]) -> None:
+    upstream.route("/items", Reply(200, {"n": 1}, headers=headers))
+    for _ in range(2):
+        response = bridge_.client.get("/cors/api/items", headers={"If-None-Match": '"x"'})
+        assert response.status_code == 200 and response.get_json() == {"n": 1}
+    bridge_.clock.tick(120)
+    assert bridge_.client.get("/jsonp/api/items?callback=cb").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {"If-None-Match": '"' * 500}, {"If-None-Match": "W/"}, {"If-None-Match": ", , *, "},
+    {"If-Modified-Since": "Thu, 31 Feb 2026 25:61:61 GMT"}, {"If-Modified-Since": "\u00ff" * 50},
+    {"Accept": ";;;q=0,,*/*;q=abc"}, {"Accept": "\u00e9/\u00e9"}, {"Accept-Language": "x" * 4000},
+], ids=["quotes", "bare-weak", "star-in-list", "impossible-date", "latin1-date", "garbled-accept",
+        "latin1-accept", "long-language"])
+def test_hostile_client_headers(bridge_: Bridge, upstream: UpstreamServer,
+                                headers: dict[str, str]) -> None:
+    upstream.route("/items", Reply(200, {"n": 1}, headers={"ETag": '"v1"',
+                                                          "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"}))
+    for _ in range(2):
+        response = bridge_.client.get("/cors/api/items", headers=headers)
+        assert response.status_code in (200, 304)
