@@ -127,7 +127,8 @@ def answer_headers(answer: Answer) -> list[tuple[str, str]]:
 
 @core.get("/healthz")
 def healthz() -> Response:
-    return jsonify(status="ok")
+    # The cache's state is reported, not judged: a bridge whose Redis is down still serves.
+    return jsonify(status="ok", cache=current_app.extensions["bridge.cache"].health())
 
 
 @core.get("/apis")
@@ -167,7 +168,7 @@ def cors_proxy(name: str, rest: str = "") -> Response:
                                upstream.methods)
     forwarded = upstream_request(upstream, request.method, query_pairs(),
                                  tuple(request.headers.items()))
-    answer = gateway().fetch(forwarded)
+    answer = gateway().fetch(forwarded).conditional(request.headers.items())
     response = Response(answer.response.body, status=answer.response.status,
                         headers=answer_headers(answer))
     if "Content-Type" not in response.headers or request.method == "HEAD":
