@@ -216,6 +216,17 @@ def storable_lifetime(response: UpstreamResponse, ttl: int, negative_ttl: int) -
     return freshness_lifetime(response, limit)
 
 
+def may_share(response: UpstreamResponse) -> bool:
+    """Whether an answer fetched for one client may be handed to others who asked at the same time.
+
+    Any answer a shared cache could reuse may be, stored or not (a 404 or a 503 included, so a herd
+    on a failing resource stays one request); ``no-store``, ``private`` and ``Vary: *`` may not.
+    """
+    directives = cache_control(response.headers)
+    return "no-store" not in directives and "private" not in directives and \
+        response_vary(response) is not None
+
+
 def initial_age(response: UpstreamResponse) -> int:
     """The upstream's own Age header (RFC 9111 section 5.1): time it spent in caches before us."""
     return _seconds((response.header("age") or "").strip()) or 0
@@ -716,9 +727,11 @@ class SingleFlight:
         with self._lock:
             return len(self._flights)
 
-    def waiting(self, key: str) -> int:
-        """How many threads wait for the call under way for ``key``."""
+    def waiting(self, key: str | None = None) -> int:
+        """How many threads wait for the call under way for ``key`` (for any key: None)."""
         with self._lock:
+            if key is None:
+                return sum(flight.waiters for flight in self._flights.values())
             flight = self._flights.get(key)
             return flight.waiters if flight is not None else 0
 

@@ -85,6 +85,23 @@ def cache_status(response) -> str:  # type: ignore[no-untyped-def]
     return response.headers["Cache-Status"]
 
 
+def once_all_wait(cache: Cache, waiters: int, reply: Reply) -> Callable[[Seen], Reply]:
+    """An upstream route that answers only once ``waiters`` requests wait in the bridge for it, so
+    a herd test does not depend on how the threads happen to be scheduled. Only the first request
+    is held; later ones are answered at once."""
+    held = threading.Event()
+
+    def route(seen: Seen) -> Reply:
+        if not held.is_set():
+            held.set()
+            for _ in range(10_000):
+                if cache.flight.waiting() >= waiters:
+                    break
+                threading.Event().wait(0.001)
+        return reply
+    return route
+
+
 # --- hits, keys, paths ---
 
 
@@ -420,7 +437,7 @@ def test_a_jsonp_hit_parses_no_json(bridge_: Bridge, upstream: UpstreamServer,
 
 def test_fifty_concurrent_cold_requests_are_one_upstream_request(bridge_: Bridge,
                                                                  upstream: UpstreamServer) -> None:
-    upstream.route("/slow", Reply(200, {"slow": True}, delay=0.3))
+    upstream.route("/slow", once_all_wait(bridge_.cache, 49, Reply(200, {"slow": True})))
     server = LiveServer(bridge_.app).start()
     start = threading.Barrier(50)
     results: list[tuple[int, str]] = []
@@ -446,8 +463,8 @@ def test_fifty_concurrent_cold_requests_are_one_upstream_request(bridge_: Bridge
 
 def test_waiters_do_not_share_an_answer_that_may_not_be_stored(bridge_: Bridge,
                                                                 upstream: UpstreamServer) -> None:
-    upstream.route("/private", Reply(200, {"me": 1}, delay=0.2,
-                                     headers={"Cache-Control": "private"}))
+    upstream.route("/private", once_all_wait(bridge_.cache, 4, Reply(
+        200, {"me": 1}, headers={"Cache-Control": "private"})))
     server = LiveServer(bridge_.app).start()
     start = threading.Barrier(5)
     codes: list[int] = []
@@ -466,6 +483,32 @@ def test_waiters_do_not_share_an_answer_that_may_not_be_stored(bridge_: Bridge,
         server.stop()
     assert codes == [200] * 5
     assert upstream.count("/private") == 5
+    assert bridge_.events.count("collapsed") == 4  # they did wait, and then asked for themselves
+
+
+def test_concurrent_misses_share_an_answer_that_is_not_stored(bridge_: Bridge,
+                                                               upstream: UpstreamServer) -> None:
+    """A 404 without negative caching is not stored, but a herd asking for it is still one request."""
+    upstream.route("/gone", once_all_wait(bridge_.cache, 9, Reply(404, {"error": "gone"})))
+    server = LiveServer(bridge_.app).start()
+    start = threading.Barrier(10)
+    codes: list[int] = []
+
+    def one() -> None:
+        start.wait(10)
+        codes.append(requests.get(server.url + "/cors/api/gone", timeout=10).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    finally:
+        server.stop()
+    assert codes == [404] * 10
+    assert upstream.count("/gone") == 1
+    assert bridge_.events.count("collapsed") == 9
 
 
 # --- health ---
