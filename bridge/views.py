@@ -37,6 +37,7 @@ SAFELISTED_RESPONSE_HEADERS = ("cache-control", "content-language", "content-len
                                "content-type", "expires", "last-modified", "pragma")
 # Upstream answer headers worth passing on to a JSONP response; the rest describe the JSON, not it.
 JSONP_PASSED_HEADERS = ("cache-control", "expires", "last-modified")
+JSONP_DROPPED_REQUEST_HEADERS = frozenset({"accept", "if-none-match", "if-modified-since"})
 
 PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
@@ -261,8 +262,10 @@ def jsonp_proxy(name: str, rest: str = "") -> Response:
                                        config.jsonp.callback_param,
                                        config.jsonp.max_callback_length)
     query = jsonp_policy.forwarded_query(query_pairs(), config.jsonp.callback_param)
-    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
-    headers = tuple((k, v) for k, v in request.headers.items() if k.lower() != "accept")
+    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials. The
+    # client's validators describe the wrapped script, not the upstream's JSON: they stay here.
+    headers = tuple((k, v) for k, v in request.headers.items()
+                    if k.lower() not in JSONP_DROPPED_REQUEST_HEADERS)
     forwarded = upstream_request(upstream, "GET", query,
                                  (("Accept", "application/json"), *headers))
     answer = gateway().fetch(forwarded)

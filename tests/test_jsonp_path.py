@@ -145,3 +145,14 @@ def test_script_safe_output_end_to_end(client: FlaskClient, upstream: UpstreamSe
     body = client.get("/jsonp/api/t?callback=cb").data
     assert body == (b'/**/cb({"t":"\\u003c/script\\u003e\\u003cscript\\u003ealert(1)\\u003c/script\\u003e",'
                     b'"n":1.50,"u":"\\u2028"});')
+
+
+def test_client_validators_never_reach_the_upstream(make_app, upstream: UpstreamServer) -> None:  # type: ignore[no-untyped-def]
+    # They describe the wrapped script the browser holds, not the upstream's JSON: an upstream 304
+    # would otherwise be wrapped as cb(null).
+    upstream.route("/v", lambda seen: Reply(304) if "if-none-match" in seen.headers else Reply(200, [1]))
+    client = make_app(upstream_extra="ttl = 0").test_client()
+    validators = {"If-None-Match": '"x"', "If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}
+    response = client.get("/jsonp/api/v?callback=cb", headers=validators)
+    assert response.status_code == 200 and response.data == b"/**/cb([1]);"
+    assert "if-modified-since" not in upstream.last().headers
