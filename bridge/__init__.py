@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from .cache import Cache
 from .config import Config
@@ -17,10 +18,20 @@ from .health import Health
 from .upstream import UpstreamClient
 
 
+class RestConverter(PathConverter):
+    """Everything after ``/KIND/NAME/``, leading slash included, so the path checks see it all."""
+
+    regex = ".*"
+    part_isolating = False  # werkzeug infers True from a regex without '/'
+
+
 def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     """The app for ``config``; tests may hand in a ``cache`` built with their own clock."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["rest"] = RestConverter
     app.extensions["bridge.config"] = config
     cache = cache if cache is not None else Cache.from_config(config)
     app.extensions["bridge.cache"] = cache

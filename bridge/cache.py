@@ -71,7 +71,7 @@ def primary_key(upstream: str, path: str, query: Iterable[tuple[str, str]],
                 callback_param: str = "callback") -> str:
     """Upstream, path and normalised query: the entry's address before Vary is applied."""
     text = json.dumps([upstream, path, normalised_query(query, callback_param)],
-                      separators=(",", ":"), ensure_ascii=False)
+                      separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
@@ -214,6 +214,17 @@ def storable_lifetime(response: UpstreamResponse, ttl: int, negative_ttl: int) -
     else:
         return None
     return freshness_lifetime(response, limit)
+
+
+def may_share(response: UpstreamResponse) -> bool:
+    """Whether an answer fetched for one client may be handed to others who asked at the same time.
+
+    Any answer a shared cache could reuse may be, stored or not (a 404 or a 503 included, so a herd
+    on a failing resource stays one request); ``no-store``, ``private`` and ``Vary: *`` may not.
+    """
+    directives = cache_control(response.headers)
+    return "no-store" not in directives and "private" not in directives and \
+        response_vary(response) is not None
 
 
 def initial_age(response: UpstreamResponse) -> int:
@@ -657,9 +668,8 @@ class RedisStore:
         return bool(self._call(lambda: self.client.exists(self.prefix + "l:" + key), default=False))
 
     def health(self) -> dict[str, Any]:
-        reachable = bool(self._call(self.client.ping, default=False)) if self._up else False
-        if not self._up and self.clock() >= self._retry_at:
-            reachable = bool(self._call(self.client.ping, default=False))
+        # A ping, unless Redis is known down and not yet due another try.
+        reachable = bool(self._call(self.client.ping, default=False))
         return {"backend": "redis", "redis": "up" if reachable else "down"}
 
 
@@ -717,9 +727,11 @@ class SingleFlight:
         with self._lock:
             return len(self._flights)
 
-    def waiting(self, key: str) -> int:
-        """How many threads wait for the call under way for ``key``."""
+    def waiting(self, key: str | None = None) -> int:
+        """How many threads wait for the call under way for ``key`` (for any key: None)."""
         with self._lock:
+            if key is None:
+                return sum(flight.waiters for flight in self._flights.values())
             flight = self._flights.get(key)
             return flight.waiters if flight is not None else 0
 

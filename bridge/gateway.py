@@ -24,6 +24,7 @@ from .cache import (
     CacheEntry,
     conditional_headers,
     has_validator,
+    may_share,
     new_entry,
     not_modified,
     not_modified_response,
@@ -79,7 +80,7 @@ class _Filled:
     """What the thread that asked the upstream hands to the threads that waited for it."""
 
     answer: Answer
-    key: str | None  # the key it was stored under; None when it was not stored (not to be shared)
+    key: str | None  # the variant it answers; None when it may not be shared (no-store, private)
     vary: tuple[str, ...] = ()
 
 
@@ -142,25 +143,27 @@ class Gateway:
               reason: str) -> _Filled:
         """Ask the upstream for ``key``, unless someone filled it while this thread waited its turn."""
         assert self.cache is not None
-        store = self.cache.store
-        current = store.get(key)
-        if current is not None and current.is_fresh(self.cache.clock()):
-            self.cache.event("hit")
-            return _Filled(self._entry_answer(current, key, status_hit(current.ttl(self.cache.clock())),
-                                              self.cache.clock()), key, current.vary)
-        entry = current or entry
+        cache, store = self.cache, self.cache.store
         lock_seconds = request.upstream.timeout + 1
         token = store.acquire(key, lock_seconds)
         if token is None:
             # Another instance is asking the upstream for this key: wait for its entry instead.
             waited = self._await_other_instance(key, lock_seconds)
             if waited is not None:
-                self.cache.event("hit")
-                now = self.cache.clock()
+                cache.event("hit")
+                now = cache.clock()
                 return _Filled(self._entry_answer(waited, key, status_hit(waited.ttl(now)) +
                                                   "; collapsed", now), key, waited.vary)
         try:
-            return self._ask_upstream(request, primary, key, entry, reason)
+            # Looked at again only now, holding the lock: a holder stores before it releases, so an
+            # entry filled by another thread or instance since our first look is seen here.
+            current = store.get(key)
+            now = cache.clock()
+            if current is not None and current.is_fresh(now):
+                cache.event("hit")
+                return _Filled(self._entry_answer(current, key, status_hit(current.ttl(now)), now),
+                               key, current.vary)
+            return self._ask_upstream(request, primary, key, current or entry, reason)
         finally:
             if token is not None:
                 store.release(key, token)
@@ -221,7 +224,10 @@ class Gateway:
         if lifetime is None or vary is None:
             if entry is not None:
                 cache.store.delete(key)
-            return _Filled(Answer(response, status_forward(reason, fwd_status=response.status)), None)
+            answer = Answer(response, status_forward(reason, fwd_status=response.status))
+            if vary is None or not may_share(response):
+                return _Filled(answer, None)
+            return _Filled(answer, variant_key(primary, vary, request.headers), vary)
         keep = retention(lifetime, has_validator(response), upstream.ttl, settings.stale_if_error)
         cache.store.put_vary(primary, vary, keep)
         key = variant_key(primary, vary, request.headers)

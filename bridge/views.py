@@ -38,6 +38,9 @@ SAFELISTED_RESPONSE_HEADERS = ("cache-control", "content-language", "content-len
                                "content-type", "expires", "last-modified", "pragma")
 # Upstream answer headers worth passing on to a JSONP response; the rest describe the JSON, not it.
 JSONP_PASSED_HEADERS = ("cache-control", "expires", "last-modified")
+JSONP_DROPPED_REQUEST_HEADERS = frozenset({"accept", "if-none-match", "if-modified-since"})
+
+PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 core = Blueprint("core", __name__)
 cors = Blueprint("cors", __name__, url_prefix="/cors")
@@ -146,7 +149,7 @@ def cors_policy_for(name: str | None) -> CorsPolicy:
 
 
 @cors.route("/<name>/", methods=ALL_METHODS)
-@cors.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@cors.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def cors_proxy(name: str, rest: str = "") -> Response:
     upstream = find_upstream(name)
     origin = single_origin()
@@ -169,8 +172,15 @@ def cors_proxy(name: str, rest: str = "") -> Response:
     forwarded = upstream_request(upstream, request.method, query_pairs(),
                                  tuple(request.headers.items()))
     answer = gateway().fetch(forwarded).conditional(request.headers.items())
-    return Response(answer.response.body, status=answer.response.status,
-                    headers=answer_headers(answer))
+    response = Response(answer.response.body, status=answer.response.status,
+                        headers=answer_headers(answer))
+    if "Content-Type" not in response.headers or request.method == "HEAD":
+        response.headers.setdefault("Content-Type", "application/octet-stream")
+    # Whatever the upstream sends is data, never a page on the bridge's origin: an upstream that
+    # reflects input into HTML must not become an XSS on the bridge.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = PROXIED_CSP
+    return response
 
 
 def is_preflight() -> bool:
@@ -241,7 +251,7 @@ def jsonp_error(error: BridgeError) -> Response:
 
 
 @jsonp.route("/<name>/", methods=ALL_METHODS)
-@jsonp.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@jsonp.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def jsonp_proxy(name: str, rest: str = "") -> Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("the JSONP path answers GET and HEAD only; use /cors/ for "
@@ -254,8 +264,10 @@ def jsonp_proxy(name: str, rest: str = "") -> Response:
                                        config.jsonp.callback_param,
                                        config.jsonp.max_callback_length)
     query = jsonp_policy.forwarded_query(query_pairs(), config.jsonp.callback_param)
-    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
-    headers = tuple((k, v) for k, v in request.headers.items() if k.lower() != "accept")
+    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials. The
+    # client's validators describe the wrapped script, not the upstream's JSON: they stay here.
+    headers = tuple((k, v) for k, v in request.headers.items()
+                    if k.lower() not in JSONP_DROPPED_REQUEST_HEADERS)
     forwarded = upstream_request(upstream, "GET", query,
                                  (("Accept", "application/json"), *headers))
     answer = gateway().fetch(forwarded)

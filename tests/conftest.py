@@ -59,7 +59,6 @@ def config_text(upstream_url: str, extra: str = "", upstream_extra: str = "",
         [upstream:api]
         url = {url}
         methods = GET HEAD POST PUT
-        timeout = 2
         headers = X-Api-Key: secret-key
         {upstream_extra}
 

@@ -85,6 +85,23 @@ def cache_status(response) -> str:  # type: ignore[no-untyped-def]
     return response.headers["Cache-Status"]
 
 
+def once_all_wait(cache: Cache, waiters: int, reply: Reply) -> Callable[[Seen], Reply]:
+    """An upstream route that answers only once ``waiters`` requests wait in the bridge for it, so
+    a herd test does not depend on how the threads happen to be scheduled. Only the first request
+    is held; later ones are answered at once."""
+    held = threading.Event()
+
+    def route(seen: Seen) -> Reply:
+        if not held.is_set():
+            held.set()
+            for _ in range(10_000):
+                if cache.flight.waiting() >= waiters:
+                    break
+                threading.Event().wait(0.001)
+        return reply
+    return route
+
+
 # --- hits, keys, paths ---
 
 
@@ -420,7 +437,7 @@ def test_a_jsonp_hit_parses_no_json(bridge_: Bridge, upstream: UpstreamServer,
 
 def test_fifty_concurrent_cold_requests_are_one_upstream_request(bridge_: Bridge,
                                                                  upstream: UpstreamServer) -> None:
-    upstream.route("/slow", Reply(200, {"slow": True}, delay=0.3))
+    upstream.route("/slow", once_all_wait(bridge_.cache, 49, Reply(200, {"slow": True})))
     server = LiveServer(bridge_.app).start()
     start = threading.Barrier(50)
     results: list[tuple[int, str]] = []
@@ -446,8 +463,8 @@ def test_fifty_concurrent_cold_requests_are_one_upstream_request(bridge_: Bridge
 
 def test_waiters_do_not_share_an_answer_that_may_not_be_stored(bridge_: Bridge,
                                                                 upstream: UpstreamServer) -> None:
-    upstream.route("/private", Reply(200, {"me": 1}, delay=0.2,
-                                     headers={"Cache-Control": "private"}))
+    upstream.route("/private", once_all_wait(bridge_.cache, 4, Reply(
+        200, {"me": 1}, headers={"Cache-Control": "private"})))
     server = LiveServer(bridge_.app).start()
     start = threading.Barrier(5)
     codes: list[int] = []
@@ -466,6 +483,32 @@ def test_waiters_do_not_share_an_answer_that_may_not_be_stored(bridge_: Bridge,
         server.stop()
     assert codes == [200] * 5
     assert upstream.count("/private") == 5
+    assert bridge_.events.count("collapsed") == 4  # they did wait, and then asked for themselves
+
+
+def test_concurrent_misses_share_an_answer_that_is_not_stored(bridge_: Bridge,
+                                                               upstream: UpstreamServer) -> None:
+    """A 404 without negative caching is not stored, but a herd asking for it is still one request."""
+    upstream.route("/gone", once_all_wait(bridge_.cache, 9, Reply(404, {"error": "gone"})))
+    server = LiveServer(bridge_.app).start()
+    start = threading.Barrier(10)
+    codes: list[int] = []
+
+    def one() -> None:
+        start.wait(10)
+        codes.append(requests.get(server.url + "/cors/api/gone", timeout=10).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    finally:
+        server.stop()
+    assert codes == [404] * 10
+    assert upstream.count("/gone") == 1
+    assert bridge_.events.count("collapsed") == 9
 
 
 # --- health ---
@@ -486,3 +529,42 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+# --- hostile inputs: nothing a client or upstream sends makes a 500 ---
+
+
+@pytest.mark.parametrize("headers", [
+    {"Cache-Control": "max-age=99999999999999999999999"},
+    {"Cache-Control": "max-age=, s-maxage=x, =, ,,,"},
+    {"Cache-Control": 'no-store="', "Vary": ",,,"},
+    {"Expires": "Sun, 99 Foo 20x6 99:99:99 GMT", "Date": "nope"},
+    {"Expires": "Fri, 31 Dec 9999 23:59:59 GMT", "Date": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    {"Age": "-5"}, {"Age": "99999999999999999999"},
+    {"ETag": "unquoted", "Last-Modified": "yesterday"},
+    {"Vary": "Accept-Language, \u00e9t\u00e9"},
+], ids=["huge-max-age", "garbled-directives", "unterminated", "bad-dates", "far-expires",
+        "negative-age", "huge-age", "bad-validators", "non-ascii-vary"])
+def test_hostile_upstream_cache_headers(bridge_: Bridge, upstream: UpstreamServer,
+                                        headers: dict[str, str]) -> None:
+    upstream.route("/items", Reply(200, {"n": 1}, headers=headers))
+    for _ in range(2):
+        response = bridge_.client.get("/cors/api/items", headers={"If-None-Match": '"x"'})
+        assert response.status_code == 200 and response.get_json() == {"n": 1}
+    bridge_.clock.tick(120)
+    assert bridge_.client.get("/jsonp/api/items?callback=cb").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {"If-None-Match": '"' * 500}, {"If-None-Match": "W/"}, {"If-None-Match": ", , *, "},
+    {"If-Modified-Since": "Thu, 31 Feb 2026 25:61:61 GMT"}, {"If-Modified-Since": "\u00ff" * 50},
+    {"Accept": ";;;q=0,,*/*;q=abc"}, {"Accept": "\u00e9/\u00e9"}, {"Accept-Language": "x" * 4000},
+], ids=["quotes", "bare-weak", "star-in-list", "impossible-date", "latin1-date", "garbled-accept",
+        "latin1-accept", "long-language"])
+def test_hostile_client_headers(bridge_: Bridge, upstream: UpstreamServer,
+                                headers: dict[str, str]) -> None:
+    upstream.route("/items", Reply(200, {"n": 1}, headers={"ETag": '"v1"',
+                                                          "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"}))
+    for _ in range(2):
+        response = bridge_.client.get("/cors/api/items", headers=headers)
+        assert response.status_code in (200, 304)

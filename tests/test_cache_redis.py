@@ -21,7 +21,7 @@ from tests.live import LiveServer
 from tests.redis_server import RedisServer, free_port
 from tests.test_cache import Bridge, FakeClock, cache_status
 from tests.test_cache import make_bridge as make_bridge  # noqa: F401 - a fixture used below
-from tests.upstream_server import Reply, UpstreamServer
+from tests.upstream_server import Reply, Seen, UpstreamServer
 
 pytestmark = pytest.mark.redis
 
@@ -57,8 +57,22 @@ def test_two_bridges_share_entries_and_script_json(make_bridge: Callable[..., Br
 
 def test_concurrent_misses_across_instances_are_one_upstream_request(
         make_bridge: Callable[..., Bridge], upstream: UpstreamServer) -> None:
-    upstream.route("/slow", Reply(200, {"slow": True}, delay=0.4))
-    servers = [LiveServer(make_bridge().app).start() for _ in range(2)]
+    bridges = [make_bridge(), make_bridge()]
+    held = threading.Event()
+
+    def route(seen: Seen) -> Reply:
+        # Answer once each instance has one thread fetching or waiting on Redis and nine waiting for
+        # it, so the test does not depend on how the threads happen to be scheduled.
+        if not held.is_set():
+            held.set()
+            for _ in range(10_000):
+                if all(len(b.cache.flight) == 1 and b.cache.flight.waiting() == 9 for b in bridges):
+                    break
+                threading.Event().wait(0.001)
+        return Reply(200, {"slow": True})
+
+    upstream.route("/slow", route)
+    servers = [LiveServer(b.app).start() for b in bridges]
     start = threading.Barrier(20)
     codes: list[int] = []
 
