@@ -133,7 +133,7 @@ http {{
 # --- the bridge's bench config, derived from wsgi.ini ---
 
 
-def bench_ini(path: Path, nginx_port: int, server: dict[str, str]) -> None:
+def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str | None = None) -> None:
     source = configparser.ConfigParser(interpolation=None)
     source.optionxform = str  # type: ignore[assignment,method-assign]
     source.read(ROOT / "wsgi.ini")
@@ -142,6 +142,8 @@ def bench_ini(path: Path, nginx_port: int, server: dict[str, str]) -> None:
     for section in ("server", "cors", "jsonp", "cache", "limits"):
         out[section] = dict(source[section]) if source.has_section(section) else {}
     out["server"].update(server)
+    if backend is not None:
+        out["cache"]["backend"] = backend
     out["cors"]["allow_origins"] = ORIGIN
     # The bench is one client sending thousands of requests a second: a per-client limit would
     # measure the limiter's refusals, not the bridge.
@@ -231,6 +233,24 @@ def herd(url: str, access_log: Path, size: int) -> dict[str, Any]:
     time.sleep(0.2)  # nginx writes its access line after the response; not a measurement
     upstream_requests = sum(1 for line in access_log.read_text().splitlines() if marker in line)
     return {"requests": size, "ok": statuses.count(200), "upstream_requests": upstream_requests}
+
+
+def start_redis(procs: Procs, work: Path) -> str | None:
+    """A throwaway redis-server on loopback (no persistence), or None when it is not installed."""
+    if shutil.which("redis-server") is None:
+        print("bench: redis-server is not installed; the Redis herd is skipped", flush=True)
+        return None
+    port = free_port()
+    proc = procs.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(work)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("bench: redis-server did not start; see redis.log in the results directory")
 
 
 # --- resident memory with many keys ---
@@ -386,11 +406,25 @@ def main() -> None:
             if value is not None:
                 goals.append(Goal(f"{miss} / cors-anywhere (rps)", value, 1.0))
 
-        herd_result = herd(targets.get("cors-hit", f"{bridge_url}/cors/hit/data.json"), access_log,
-                           args.herd) if args.herd else None
-        if herd_result:
-            goals.append(Goal(f"herd of {args.herd} cold requests: upstream requests",
-                              herd_result["upstream_requests"], 1, False))
+        herd_result: dict[str, Any] | None = None
+        if args.herd:
+            workers = config_server["server"].get("workers", "?")
+            herd_result = {"memory": herd(f"{bridge_url}/cors/hit/data.json", access_log, args.herd)}
+            goals.append(Goal(f"herd of {args.herd}, memory store, {workers} workers: upstream requests",
+                              herd_result["memory"]["upstream_requests"], 1, False))
+            redis_url = start_redis(procs, work)
+            if redis_url is not None:
+                # The same bridge with the Redis store: one lock per key across all workers.
+                redis_ini = results / "bench-redis.ini"
+                bench_ini(redis_ini, nginx_port, server, backend=redis_url)
+                redis_port = free_port()
+                redis_bridge = procs.start("bridge-redis", [PY, "app.py", "--config", str(redis_ini),
+                                                            "--bind", f"127.0.0.1:{redis_port}"], env=env)
+                wait_ready(f"http://127.0.0.1:{redis_port}/healthz", redis_bridge)
+                herd_result["redis"] = herd(f"http://127.0.0.1:{redis_port}/cors/hit/data.json",
+                                            access_log, args.herd)
+                goals.append(Goal(f"herd of {args.herd}, Redis store, {workers} workers: upstream requests",
+                                  herd_result["redis"]["upstream_requests"], 1, False))
         info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         memory = None
         if args.keys:
@@ -432,11 +466,14 @@ def render(report: dict[str, Any]) -> str:
     ]
     for name, m in report["medians"].items():
         lines.append(f"{name:<15}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}{m['non_2xx']:>9}")
-    lines += ["", f"{'goal':<50}{'value':>8}{'limit':>8}  met"]
+    lines += ["", f"{'goal':<60}{'value':>8}{'limit':>8}  met"]
     for goal in report["goals"]:
         sign = ">=" if goal["higher_is_better"] else "<="
-        lines.append(f"{goal['name']:<50}{goal['value']:>8}{sign:>4}{goal['limit']:<4}  "
+        lines.append(f"{goal['name']:<60}{goal['value']:>8}{sign:>4}{goal['limit']:<4}  "
                      f"{'yes' if goal['met'] else 'NO'}")
+    for store, result in (report["herd"] or {}).items():
+        lines.append(f"herd ({store} store): {result['requests']} concurrent cold requests, {result['ok']} "
+                     f"answered 200, {result['upstream_requests']} reached nginx")
     if report["memory"]:
         m = report["memory"]
         lines.append(f"memory: {m['keys']} keys in {m['fill_seconds']}s, "
