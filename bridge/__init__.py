@@ -12,14 +12,16 @@ from werkzeug.exceptions import HTTPException
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
+from .netguard import Resolver
 from .upstream import UpstreamClient
 
 
-def create_app(config: Config) -> Flask:
+def create_app(config: Config, *, resolver: Resolver | None = None) -> Flask:
+    """The app for ``config``; ``resolver`` replaces the system's DNS for upstream names (tests)."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bridge.config"] = config
-    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits))
+    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits, resolver))
 
     from . import views
 
