@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
+from .limits import install_limits
 from .netguard import Resolver
 from .upstream import UpstreamClient
 
@@ -30,4 +31,5 @@ def create_app(config: Config, *, resolver: Resolver | None = None) -> Flask:
     app.register_blueprint(views.core)
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
+    install_limits(app, config)
     return app
