@@ -11,7 +11,7 @@
   instance falls back to its own in-memory budget (logged) rather than failing requests or letting
   everything through;
 * the shape of the request: URL length (414), header count and size (431), control characters in
-  header values and query parameters (400).
+  the path, header values and query parameters, and empty path segments (400).
 
 A refusal is raised as a ``BridgeError`` through Flask's own exception handling, so the CORS path still
 grants allowed origins and the JSONP path still answers with an envelope. This module does not parse
@@ -23,15 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 
 from .config import Config
-from .errors import BadRequest, HeadersTooLarge, RateLimited, UriTooLong
+from .errors import BadRequest, HeadersTooLarge, InvalidPath, RateLimited, UriTooLong
 
 # Browsers send a few dozen headers of a few KiB at most; gunicorn's own limits (app.py) sit above these
 # so that what reaches the app is refused in the bridge's JSON shape.
@@ -83,7 +84,7 @@ def _has_control(text: str) -> bool:
     return not _CONTROL.isdisjoint(text)
 
 
-def check_request_shape() -> None:
+def check_request_shape() -> Response | None:
     """Refuse requests too long or too odd to be a browser's, before any other work is done."""
     config: Config = current_app.extensions["bridge.config"]
     environ = request.environ
@@ -102,10 +103,23 @@ def check_request_shape() -> None:
         if _has_control(value):
             name = key[5:].replace("_", "-").title()
             raise BadRequest(f"the {name} header contains a control character")
+    path = urlsplit(raw).path if raw else request.path
+    # Checked here, before routing's own answers: werkzeug would redirect "//" to "/" (a 308 to a
+    # path the client did not ask for) and fail to route a decoded newline (a bare 404).
+    if "//" in path or "//" in request.path or _has_control(request.path):
+        raise InvalidPath("the path has an empty segment ('//') or a control character")
     query = urlsplit(raw).query if raw else environ.get("QUERY_STRING", "")
     if query and any(_has_control(k) or _has_control(v)
                      for k, v in request.args.items(multi=True)):
         raise BadRequest("a query parameter contains a control character (such as %00, %0A or %0D)")
+    redirect = request.routing_exception
+    if isinstance(redirect, RequestRedirect):
+        # Werkzeug writes the Host header into an absolute Location ("/cors/api" -> "/cors/api/");
+        # a relative one says the same and cannot be spoofed into pointing at another site.
+        target = urlsplit(redirect.new_url)
+        return Response(status=308, headers={"Location": urlunsplit(("", "", target.path,
+                                                                      target.query, ""))})
+    return None
 
 
 def retry_after(limiter: Limiter) -> int:
