@@ -93,7 +93,12 @@ def _decodes_to_traversal(segment: str) -> bool:
             return True
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
             return True
-        decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        try:
+            decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        except UnicodeDecodeError:
+            # "%25aa" decodes once to the name "%aa", which a server that decodes again would
+            # turn into invalid UTF-8: no real name looks like that, so refuse it.
+            return True
         if decoded == segment:
             return False
         segment = decoded

@@ -123,6 +123,8 @@ TRAVERSALS = [
     pytest.param("a//b", id="empty-segment"),
     pytest.param("..%00/secret", id="nul-dotdot"),
     pytest.param("%ff", id="invalid-utf8"),
+    pytest.param("%25aa", id="invalid-utf8-after-one-decoding"),
+    pytest.param("%2525c0%2525ae", id="overlong-after-two-decodings"),
 ]
 
 
