@@ -24,6 +24,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
+from .deadline import WATCHDOG
 from .errors import UpstreamAddressRefused, UpstreamUnreachable
 
 # host, port -> the addresses to try, in order (strings such as "192.0.2.1" or "2001:db8::1")
@@ -152,6 +153,11 @@ class _GuardedConnectionMixin:
             raise AssertionError("unreachable: addresses is never empty")
         finally:
             self._dns_host = name
+
+    def getresponse(self) -> Any:
+        # Waiting for the answer is where a dripping upstream holds us: cut at the total deadline.
+        WATCHDOG.attach_current(getattr(self, "sock", None))
+        return super().getresponse()  # type: ignore[misc]
 
 
 def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:

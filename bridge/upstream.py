@@ -24,6 +24,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from .config import LimitsConfig, UpstreamConfig
+from .deadline import WATCHDOG
 from .errors import (
     InvalidPath,
     UpstreamError,
@@ -312,6 +313,24 @@ class UpstreamClient:
     def _send_once(self, upstream: UpstreamConfig, method: str, url: str,
                    headers: tuple[tuple[str, str], ...], body: bytes | None,
                    deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One exchange under the total deadline: past it, the socket is cut (deadline.py) and
+        whatever that broke is reported as the timeout it is, never as a short answer."""
+        with WATCHDOG.watch(deadline) as watch:
+            try:
+                result = self._exchange(upstream, method, url, headers, body, deadline)
+            except UpstreamError:
+                if not watch.fired:
+                    raise
+                result = None
+            if watch.fired:
+                raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer "
+                                      f"within {upstream.timeout:g}s")
+        assert result is not None
+        return result
+
+    def _exchange(self, upstream: UpstreamConfig, method: str, url: str,
+                  headers: tuple[tuple[str, str], ...], body: bytes | None,
+                  deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "

@@ -162,3 +162,57 @@ def test_faults_do_not_leak_into_concurrent_healthy_requests(make_app: Callable[
     assert len(results) == 80
     assert {status for path, status in results if path == "/good"} == {200}
     assert {status for path, status in results if path == "/bad"} == {502}
+
+
+@pytest.fixture
+def header_dripper() -> Iterator[int]:
+    """A port whose server sends its status line and headers one byte at a time, for ~4 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+    answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100 + b"\r\nContent-Length: 2\r\n\r\n{}"
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)
+            for index in range(len(answer)):
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(answer[index:index + 1])
+                except OSError:
+                    return  # the bridge hung up: what the test wants
+                time.sleep(0.03)
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+@pytest.mark.parametrize("kind", ["cors", "jsonp"])
+def test_headers_dripped_slowly_hit_the_total_deadline(header_dripper: int, kind: str) -> None:
+    """Each byte comes well within the read timeout; the whole answer would take about 4 s."""
+    from bridge import create_app
+    from bridge.config import parse_config
+
+    config = parse_config(f"[upstream:drip]\nurl = http://127.0.0.1:{header_dripper}/\n"
+                          "timeout = 0.5\n", env={})
+    client = create_app(config).test_client()
+    started = time.monotonic()
+    response = client.get("/cors/drip/" if kind == "cors" else "/jsonp/drip/?callback=cb")
+    assert response.status_code == 504
+    assert response.get_json()["error"] == "upstream_timeout"
+    assert time.monotonic() - started < 3  # 0.5 s deadline; about 4 s if it were per read
