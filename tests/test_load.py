@@ -86,6 +86,11 @@ max_upstream_body = 4096
 
 [upstream:api]
 url = {upstream_url}
+timeout = 20
+
+; the faulting routes, with a short deadline; good traffic above has room for a loaded machine
+[upstream:faulty]
+url = {upstream_url}
 timeout = 1
 
 [upstream:tight]
@@ -220,7 +225,7 @@ ORIGIN = (("Origin", ALLOWED),)
 KINDS = [
     Kind("cors", "/cors/api/good?i=1", frozenset({200}), ORIGIN, weight=8),
     Kind("jsonp", "/jsonp/api/good?callback=cb", frozenset({200}), weight=6),
-    Kind("envelope", "/jsonp/api/reset?callback=cb&envelope=1", frozenset({200}), weight=2),
+    Kind("envelope", "/jsonp/faulty/reset?callback=cb&envelope=1", frozenset({200}), weight=2),
     Kind("preflight", "/cors/api/good", frozenset({204}),
          ORIGIN + (("Access-Control-Request-Method", "GET"),), "OPTIONS", 2),
     Kind("tight", "/cors/tight/good", frozenset({200, 429}), weight=2),
@@ -233,11 +238,11 @@ KINDS = [
         ("Access-Control-Request-Headers", ",".join(["x"] * 100))), "OPTIONS"),
     Kind("nul-query", "/cors/api/good?q=%00", frozenset({400})),
     Kind("unknown", "/cors/nope/", frozenset({404})),
-    Kind("reset", "/cors/api/reset", frozenset({502})),
-    Kind("big", "/cors/api/big", frozenset({502})),
-    Kind("bad-json", "/jsonp/api/broken?callback=cb", frozenset({502})),
-    Kind("slow", "/cors/api/slow", frozenset({504})),
-    Kind("drip", "/cors/api/drip", frozenset({504})),
+    Kind("reset", "/cors/faulty/reset", frozenset({502})),
+    Kind("big", "/cors/faulty/big", frozenset({502})),
+    Kind("bad-json", "/jsonp/faulty/broken?callback=cb", frozenset({502})),
+    Kind("slow", "/cors/faulty/slow", frozenset({504})),
+    Kind("drip", "/cors/faulty/drip", frozenset({504})),
 ]
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 30
