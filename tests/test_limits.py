@@ -173,3 +173,37 @@ def test_redis_down_falls_back_to_a_per_instance_budget(make_app: Callable[..., 
     client = make_app(f"[cache]\nbackend = {dead}\n{LIMIT3}").test_client()
     assert spend(client, 4) == [200, 200, 200, 429]
     assert "falling back to in-memory storage" in caplog.text
+
+
+@pytest.mark.parametrize(("section", "value"), [
+    pytest.param("[limits]", "5/fortnight", id="unknown-unit"),
+    pytest.param("[limits]", "many", id="not-a-rate"),
+    pytest.param("[upstream:x]\nurl = http://127.0.0.1:9/", "-1/minute", id="negative"),
+])
+def test_a_bad_rate_fails_start_up_with_one_line(section: str, value: str) -> None:
+    from bridge.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"{section}\nper_client = {value}\n", source="t.ini", env={})
+    assert "per_client" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.browser
+def test_a_page_reads_the_429_and_its_retry_after(page, page_origin: str,  # type: ignore[no-untyped-def]
+                                                  make_app: Callable[..., Flask]) -> None:
+    from tests.live import LiveServer
+
+    server = LiveServer(make_app(LIMIT3)).start()
+    try:
+        page.goto(page_origin + "/")
+        result = page.evaluate("""async url => {
+            const statuses = [];
+            let last;
+            for (let i = 0; i < 4; i++) { last = await fetch(url); statuses.push(last.status); }
+            return {statuses, body: await last.json(), retry: last.headers.get("Retry-After")};
+        }""", f"{server.url}/cors/api/")
+    finally:
+        server.stop()
+    assert result["statuses"] == [200, 200, 200, 429]
+    assert result["body"]["error"] == "rate_limited"
+    assert 1 <= int(result["retry"]) <= 60
