@@ -7,7 +7,7 @@ the real loopback server of conftest, reached by a name only when the test allow
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from flask import Flask
@@ -178,3 +178,83 @@ def test_jsonp_path_is_guarded_too(upstream: UpstreamServer) -> None:
     assert response.status_code == 200
     assert b'"status":502' in response.data and b"upstream_address_refused" in response.data
     assert upstream.count() == 0
+
+
+def test_an_ipv6_literal_upstream_is_not_asked_of_dns(upstream: UpstreamServer) -> None:
+    def no_dns(host: str, port: int) -> Sequence[str]:
+        raise AssertionError(f"asked DNS about {host}")
+
+    response = named_app(upstream, no_dns, host="[::1]").test_client().get("/cors/named/x")
+    # Nothing listens on [::1] at that port: unreachable, but never refused as internal.
+    assert response.status_code == 502
+    assert response.get_json()["error"] == "upstream_unreachable"
+
+
+# --- TLS: the pinned connection still verifies the certificate against the name, and sends it as SNI
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for api.test; records SNI."""
+    import os
+    import shutil
+    import ssl
+    import subprocess
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl is missing: it makes the test certificate")
+        pytest.skip("openssl is missing: it makes the test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=api.test",
+                    "-addext", "subjectAltName=DNS:api.test"], check=True, capture_output=True,
+                   timeout=60)
+    names: list[str] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b'{"tls": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1]), str(cert), names
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_is_verified_against_the_name_not_the_pinned_address(
+        tls_upstream: tuple[int, str, list[str]]) -> None:
+    import requests
+
+    from bridge.netguard import AddressGuard, guarded_adapter
+
+    port, cert, names = tls_upstream
+    dns = PlayedDns(["127.0.0.1"])
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", guarded_adapter(AddressGuard("tls", True, dns)))
+    response = session.get(f"https://api.test:{port}/", verify=cert, timeout=10)
+    assert response.status_code == 200 and response.json() == {"tls": True}
+    assert "api.test" in names  # SNI carried the name
+    assert dns.questions == [("api.test", port)]
+    # Same address, another name: the certificate does not match it, so the handshake fails.
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(f"https://other.test:{port}/", verify=cert, timeout=10)
+    session.close()
