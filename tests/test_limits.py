@@ -129,8 +129,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server on a free loopback port, without persistence; fails or skips by CI."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
@@ -139,20 +139,28 @@ def redis_url() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+
+
+def stop_redis(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    process, url = start_redis()
+    yield url
+    stop_redis(process)
 
 
 @pytest.mark.redis
@@ -207,3 +215,17 @@ def test_a_page_reads_the_429_and_its_retry_after(page, page_origin: str,  # typ
     assert result["statuses"] == [200, 200, 200, 429]
     assert result["body"]["error"] == "rate_limited"
     assert 1 <= int(result["retry"]) <= 60
+
+
+@pytest.mark.redis
+def test_redis_dying_mid_run_keeps_requests_answered_and_limited(
+        make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture) -> None:
+    process, url = start_redis()
+    try:
+        client = make_app(f"[cache]\nbackend = {url}\n{LIMIT3}").test_client()
+        assert spend(client, 2) == [200, 200]
+    finally:
+        stop_redis(process)
+    # Redis is gone: no 500, and the in-memory fallback budget (3 again) still applies.
+    assert spend(client, 4) == [200, 200, 200, 429]
+    assert "falling back to in-memory storage" in caplog.text
