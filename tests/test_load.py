@@ -167,7 +167,7 @@ H = b"Host: bridge.test\r\n"
                  + ALLOWED.encode() + b"\r\n\r\n", {400}, True, id="duplicate-origin"),
     pytest.param(b"GET /cors/api/ HTTP/1.1\r\n" + H + b"X-A: a\rb\r\n\r\n", {400}, False,
                  id="bare-cr-in-header"),
-    pytest.param(b"GET /cors/api/ HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n", {400}, None,
+    pytest.param(b"GET /cors/api/ HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n", {400}, False,
                  id="nul-in-header"),
     pytest.param(b"GET /cors/api/\r\nX: 1 HTTP/1.1\r\n" + H + b"\r\n", {400}, None,
                  id="crlf-in-request-line"),
@@ -177,16 +177,16 @@ H = b"Host: bridge.test\r\n"
                  id="raw-traversal"),
     pytest.param(b"GET /cors/api/a\\..\\b HTTP/1.1\r\n" + H + b"\r\n", {400}, True,
                  id="raw-backslash"),
-    pytest.param(b"GET http://evil.example/cors/api/ HTTP/1.1\r\n" + H + b"\r\n", {200, 400}, True,
+    pytest.param(b"GET http://evil.example/cors/api/ HTTP/1.1\r\n" + H + b"\r\n", {200}, True,
                  id="absolute-form"),
     pytest.param(b"GET /cors/api/?" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", {414}, False,
                  id="huge-request-line"),
     pytest.param(b"GET /cors/api/ HTTP/1.1\r\n" + H + b"".join(b"X-%d: 1\r\n" % i for i in range(80))
                  + b"\r\n", {431}, True, id="many-headers"),
     pytest.param(b"GET /cors/api/ HTTP/1.1\r\n" + H + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
-                 + b"\r\n", {400, 431}, False, id="too-many-headers-for-gunicorn"),
+                 + b"\r\n", {431}, False, id="too-many-headers-for-gunicorn"),
     pytest.param(b"POST /cors/api/ HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nTransfer-Encoding: chunked"
-                 b"\r\n\r\n0\r\n\r\n", {400, 405}, None, id="cl-and-te"),
+                 b"\r\n\r\n0\r\n\r\n", {400}, False, id="cl-and-te"),
     pytest.param(b"GET /jsonp/api/?callback=alert(1)// HTTP/1.1\r\n" + H + b"\r\n", {400}, True,
                  id="callback-trick"),
     pytest.param(b"GET /cors/api HTTP/1.1\r\nHost: evil.example\r\n\r\n", {308}, None,
@@ -203,6 +203,8 @@ def test_hostile_bytes_get_a_4xx_from_the_real_server(gunicorn: Gunicorn, upstre
     assert status in statuses, answer[:300]
     if json_body:
         assert set(json.loads(body)) == {"error", "message"} or status == 200
+    if status == 200:  # an absolute-form target is only a path to us: the upstream is the same
+        assert upstream.last().headers["host"] == f"127.0.0.1:{upstream.port}"
     if status == 308:
         assert b"\r\nLocation: /cors/api/\r\n" in head and b"evil" not in head
     assert get(gunicorn.port, "/cors/api/")[0] == 200  # and nothing changed for the next client
