@@ -1,5 +1,8 @@
 # jsonp-cors-bridge: `make run` serves the bridge with its demo upstream; `make test` runs every check.
 PYTHON ?= python3
+BRIDGE_BIND ?= 127.0.0.1:8000
+DEMO_BIND   ?= 127.0.0.1:8001
+export DEMO_URL ?= http://$(DEMO_BIND)/
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -16,13 +19,13 @@ install: $(STAMP)
 
 run: install
 	@$(BIN)/python app.py --config wsgi.ini --check
-	@$(BIN)/python -m bridge.demo --bind 127.0.0.1:8001 & demo=$$!; \
+	@$(BIN)/python -m bridge.demo --bind $(DEMO_BIND) & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
 	echo ""; \
-	echo "  bridge:        http://127.0.0.1:8000/        (try: curl http://127.0.0.1:8000/cors/demo/)"; \
-	echo "  demo upstream: http://127.0.0.1:8001/"; \
+	echo "  bridge:        http://$(BRIDGE_BIND)/   (try: curl http://$(BRIDGE_BIND)/cors/demo/)"; \
+	echo "  demo upstream: $(DEMO_URL)"; \
 	echo ""; \
-	$(BIN)/python app.py --config wsgi.ini
+	$(BIN)/python app.py --config wsgi.ini --bind $(BRIDGE_BIND)
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
+from .cache import Cache
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
@@ -17,12 +19,26 @@ from .netguard import Resolver
 from .upstream import UpstreamClient
 
 
-def create_app(config: Config, *, resolver: Resolver | None = None) -> Flask:
-    """The app for ``config``; ``resolver`` replaces the system's DNS for upstream names (tests)."""
+class RestConverter(PathConverter):
+    """Everything after ``/KIND/NAME/``, leading slash included, so the path checks see it all."""
+
+    regex = ".*"
+    part_isolating = False  # werkzeug infers True from a regex without '/'
+
+
+def create_app(config: Config, *, cache: Cache | None = None,
+               resolver: Resolver | None = None) -> Flask:
+    """The app for ``config``; tests may hand in a ``cache`` built with their own clock, and a
+    ``resolver`` that replaces the system's DNS for upstream names."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["rest"] = RestConverter
     app.extensions["bridge.config"] = config
-    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits, resolver))
+    cache = cache if cache is not None else Cache.from_config(config)
+    app.extensions["bridge.cache"] = cache
+    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits, resolver), cache)
 
     from . import views
 

@@ -26,6 +26,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 MIB = 1024 * 1024
+WILDCARD_WITH_CREDENTIALS = ("allow_origins = * cannot be combined with allow_credentials = true: "
+                             "browsers refuse credentials with a wildcard origin; list the origins")
 
 
 class ConfigError(Exception):
@@ -143,6 +145,13 @@ def _origins(raw: str) -> tuple[OriginPattern, ...] | None:
     return tuple(parse_origin_pattern(item) for item in items)
 
 
+def _callback_param(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) or value in {"_", "envelope"}:
+        raise ValueError(f"expected a query parameter name other than _ and envelope, got {raw!r}")
+    return value
+
+
 def _max_age(raw: str) -> int:
     return min(_non_negative_int(raw), MAX_AGE_CAP)
 
@@ -228,7 +237,7 @@ SECTIONS: dict[str, dict[str, tuple[Parser, str]]] = {
         "max_age": (_max_age, "600"),
     },
     "jsonp": {
-        "callback_param": (_text, "callback"),
+        "callback_param": (_callback_param, "callback"),
         "max_callback_length": (_positive_int, "128"),
     },
     "cache": {
@@ -412,9 +421,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
 
     cors = values["cors"]
     if cors["allow_origins"] is None and cors["allow_credentials"]:
-        raise ConfigError(source, "cors", "allow_credentials",
-                          "allow_origins = * cannot be combined with allow_credentials = true: "
-                          "browsers refuse credentials with a wildcard origin; list the origins")
+        raise ConfigError(source, "cors", "allow_credentials", WILDCARD_WITH_CREDENTIALS)
     default_policy = _cors_policy(cors)
 
     upstreams: dict[str, UpstreamConfig] = {}
@@ -436,9 +443,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         merged_cors = {key: (up[key] if key in given else cors[key]) for key in CORS_KEYS}
         if merged_cors["allow_origins"] is None and merged_cors["allow_credentials"]:
             key = "allow_credentials" if "allow_credentials" in given else "allow_origins"
-            raise ConfigError(source, section, key,
-                              "allow_origins = * cannot be combined with allow_credentials = true: "
-                              "browsers refuse credentials with a wildcard origin; list the origins")
+            raise ConfigError(source, section, key, WILDCARD_WITH_CREDENTIALS)
         upstreams[name] = UpstreamConfig(
             name=name,
             url=up["url"],

@@ -2,19 +2,45 @@
 
 ``Gateway.fetch`` takes a checked ``UpstreamRequest`` and returns an ``Answer``: the upstream's
 response plus what the cache says about it (``Cache-Status``, ``Age``). Both paths go through here, so
-they share one cache and one upstream client; neither knows how the answer was obtained. Wrapping
-(CORS grants, JSONP scripts) happens in the views, per request, never in what is stored.
+they share one cache and one upstream client; neither knows how the answer was obtained. The steps are
+here (look up, wait for a fetch already under way, revalidate, serve stale on error, store); the rules
+they follow are the pure functions of ``cache.py``. Wrapping (CORS grants, JSONP scripts) happens in the
+views, per request, never in what is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from threading import Lock
 
+from .cache import (
+    CACHE_NAME,
+    CONDITIONAL_HEADERS,
+    LOCK_POLL,
+    STALE_IF_ERROR_STATUSES,
+    Cache,
+    CacheEntry,
+    conditional_headers,
+    has_validator,
+    may_share,
+    new_entry,
+    not_modified,
+    not_modified_response,
+    primary_key,
+    renewed_headers,
+    response_vary,
+    retention,
+    status_forward,
+    status_hit,
+    storable_lifetime,
+    variant_key,
+)
+from .errors import UpstreamError, UpstreamTimeout
 from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
-CACHE_NAME = "jsonp-cors-bridge"
+__all__ = ["CACHE_NAME", "Answer", "Gateway"]
 
 
 @dataclass
@@ -22,22 +48,201 @@ class Answer:
     response: UpstreamResponse
     cache_status: str | None = None  # an RFC 9211 Cache-Status member, e.g. "jsonp-cors-bridge; hit"
     age: int | None = None
+    entry: CacheEntry | None = field(default=None, repr=False)  # the cache entry it was served from
+    remember: Callable[[str], None] | None = field(default=None, repr=False)  # persists script JSON
     _script_json: str | None = field(default=None, repr=False)
     _lock: Lock = field(default_factory=Lock, repr=False)
 
     def script_json(self, make: Callable[[bytes], str]) -> str:
-        """The script-safe JSON text of the body, made once per answer by ``make(body)``."""
+        """The script-safe JSON text of the body, made once by ``make(body)``: once per cache entry
+        when the answer came from one (so a hit parses no JSON), else once per answer."""
+        if self.entry is not None:
+            return self.entry.script_json_of(make, self.remember)
         if self._script_json is None:
             with self._lock:
                 if self._script_json is None:
                     self._script_json = make(self.response.body)
         return self._script_json
 
+    def conditional(self, request_headers: Iterable[tuple[str, str]]) -> Answer:
+        """This answer, or its 304 when the client's If-None-Match / If-Modified-Since matches.
+
+        Only cached answers are checked here: for the others the client's validators went to the
+        upstream, which answered them itself.
+        """
+        if self.entry is None or not not_modified(request_headers, self.response):
+            return self
+        return Answer(not_modified_response(self.response), self.cache_status, self.age)
+
+
+@dataclass
+class _Filled:
+    """What the thread that asked the upstream hands to the threads that waited for it."""
+
+    answer: Answer
+    key: str | None  # the variant it answers; None when it may not be shared (no-store, private)
+    vary: tuple[str, ...] = ()
+
 
 class Gateway:
-    def __init__(self, client: UpstreamClient) -> None:
+    def __init__(self, client: UpstreamClient, cache: Cache | None = None) -> None:
         self.client = client
+        self.cache = cache
 
     def fetch(self, request: UpstreamRequest) -> Answer:
-        response = self.client.send(request)
-        return Answer(response, cache_status=f"{CACHE_NAME}; fwd=uri-miss")
+        cache = self.cache
+        if request.method not in ("GET", "HEAD") or request.body is not None:
+            return Answer(self.client.send(request), cache_status=status_forward("method"))
+        if cache is None or request.upstream.ttl <= 0:
+            return Answer(self.client.send(request), cache_status=status_forward("bypass"))
+        # The client's validators are answered from the entry (Answer.conditional); sent upstream
+        # they could only earn a 304 there is nothing to store from.
+        request = replace(request, headers=tuple(
+            (k, v) for k, v in request.headers if k.lower() not in CONDITIONAL_HEADERS))
+        primary = primary_key(request.upstream.name, request.path, request.query, cache.callback_param)
+        vary = cache.store.get_vary(primary)
+        key = variant_key(primary, vary or (), request.headers)
+        entry = cache.store.get(key)
+        now = cache.clock()
+        if entry is not None and entry.is_fresh(now):
+            cache.event("hit")
+            return self._entry_answer(entry, key, status_hit(entry.ttl(now)), now)
+        reason = "stale" if entry is not None else ("vary-miss" if vary else "uri-miss")
+        if request.method == "HEAD":
+            # HEAD is served from GET's entries, but a HEAD miss has no body to store.
+            cache.event("miss")
+            return Answer(self.client.send(request), cache_status=status_forward(reason))
+        # A waiter may wait for the fetcher's upstream deadline and its wait on another instance.
+        wait = 2 * request.upstream.timeout + 2
+        try:
+            filled, fetched = cache.flight.run(
+                key, lambda: self._fill(request, primary, key, entry, reason), wait)
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {request.upstream.name!r} did not answer within "
+                                  f"{wait:g}s") from None
+        if fetched:
+            return filled.answer
+        cache.event("collapsed")
+        if filled.key is not None and variant_key(primary, filled.vary, request.headers) == filled.key:
+            shared = filled.answer
+            return Answer(shared.response, f"{shared.cache_status}; collapsed", shared.age,
+                          shared.entry, shared.remember)
+        # What the fetcher got may not be shared (no-store, private, another variant): ask ourselves.
+        return Answer(self.client.send(request), cache_status=status_forward(reason))
+
+    def _entry_answer(self, entry: CacheEntry, key: str, status: str, now: float) -> Answer:
+        store = self.cache.store if self.cache is not None else None
+
+        def remember(_: str) -> None:
+            if store is not None:
+                store.remember_script_json(key, entry)
+
+        return Answer(entry.response, status, entry.age(now), entry, remember)
+
+    def _fill(self, request: UpstreamRequest, primary: str, key: str, entry: CacheEntry | None,
+              reason: str) -> _Filled:
+        """Ask the upstream for ``key``, unless someone filled it while this thread waited its turn."""
+        assert self.cache is not None
+        cache, store = self.cache, self.cache.store
+        lock_seconds = request.upstream.timeout + 1
+        token = store.acquire(key, lock_seconds)
+        if token is None:
+            # Another instance is asking the upstream for this key: wait for its entry instead.
+            waited = self._await_other_instance(key, lock_seconds)
+            if waited is not None:
+                cache.event("hit")
+                now = cache.clock()
+                return _Filled(self._entry_answer(waited, key, status_hit(waited.ttl(now)) +
+                                                  "; collapsed", now), key, waited.vary)
+        try:
+            # Looked at again only now, holding the lock: a holder stores before it releases, so an
+            # entry filled by another thread or instance since our first look is seen here.
+            current = store.get(key)
+            now = cache.clock()
+            if current is not None and current.is_fresh(now):
+                cache.event("hit")
+                return _Filled(self._entry_answer(current, key, status_hit(current.ttl(now)), now),
+                               key, current.vary)
+            return self._ask_upstream(request, primary, key, current or entry, reason)
+        finally:
+            if token is not None:
+                store.release(key, token)
+
+    def _await_other_instance(self, key: str, seconds: float) -> CacheEntry | None:
+        assert self.cache is not None
+        store = self.cache.store
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(LOCK_POLL)
+            entry = store.get(key)
+            if entry is not None and entry.is_fresh(self.cache.clock()):
+                return entry
+            if not store.locked(key):
+                break  # the holder finished without storing, or died and its lock expired
+        return None
+
+    def _ask_upstream(self, request: UpstreamRequest, primary: str, key: str,
+                      entry: CacheEntry | None, reason: str) -> _Filled:
+        assert self.cache is not None
+        cache, upstream = self.cache, request.upstream
+        settings = cache.settings
+        revalidating = entry is not None and has_validator(entry.response)
+        sent = replace(request, headers=request.headers + conditional_headers(entry.response)) \
+            if entry is not None and revalidating else request
+        cache.event("miss")
+        try:
+            response = self.client.send(sent)
+        except (UpstreamError, UpstreamTimeout):
+            stale = self._stale_if_error(entry, key)
+            if stale is None:
+                raise
+            return stale
+        if response.status in STALE_IF_ERROR_STATUSES:
+            stale = self._stale_if_error(entry, key)
+            if stale is not None:
+                return stale
+        now = cache.clock()
+
+        if response.status == 304 and entry is not None and revalidating:
+            renewed = UpstreamResponse(entry.response.status,
+                                       renewed_headers(entry.response.headers, response.headers),
+                                       entry.response.body, response.elapsed)
+            lifetime = storable_lifetime(renewed, upstream.ttl, settings.negative_ttl)
+            if lifetime is None:
+                cache.store.delete(key)
+                return _Filled(Answer(renewed, status_forward("stale", fwd_status=304)), None)
+            # The body did not change, so neither did its script JSON.
+            fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json)
+            cache.store.put(key, fresh, retention(lifetime, True, upstream.ttl, settings.stale_if_error))
+            cache.event("revalidated")
+            status = status_forward("stale", fwd_status=304, stored=True, ttl=fresh.ttl(now))
+            return _Filled(self._entry_answer(fresh, key, status, now), key, fresh.vary)
+
+        vary = response_vary(response, upstream.forward_headers)
+        lifetime = storable_lifetime(response, upstream.ttl, settings.negative_ttl) \
+            if vary is not None else None
+        if lifetime is None or vary is None:
+            if entry is not None:
+                cache.store.delete(key)
+            answer = Answer(response, status_forward(reason, fwd_status=response.status))
+            if vary is None or not may_share(response):
+                return _Filled(answer, None)
+            return _Filled(answer, variant_key(primary, vary, request.headers), vary)
+        keep = retention(lifetime, has_validator(response), upstream.ttl, settings.stale_if_error)
+        cache.store.put_vary(primary, vary, keep)
+        key = variant_key(primary, vary, request.headers)
+        fresh = new_entry(key, response, now, lifetime, vary)
+        cache.store.put(key, fresh, keep)
+        cache.event("stored")
+        status = status_forward(reason, stored=True, ttl=fresh.ttl(now))
+        return _Filled(self._entry_answer(fresh, key, status, now), key, vary)
+
+    def _stale_if_error(self, entry: CacheEntry | None, key: str) -> _Filled | None:
+        """The stale entry standing in for a failed upstream, within ``stale_if_error`` (RFC 5861)."""
+        assert self.cache is not None
+        now = self.cache.clock()
+        if entry is None or -entry.ttl(now) > self.cache.settings.stale_if_error:
+            return None
+        self.cache.event("stale")
+        status = status_hit(entry.ttl(now), detail="stale-if-error")
+        return _Filled(self._entry_answer(entry, key, status, now), key, entry.vary)

@@ -164,6 +164,13 @@ def within_base(base: str, url: str) -> bool:
     return True
 
 
+def connection_tokens(pairs: Iterable[tuple[str, str]]) -> set[str]:
+    """The header names a message's Connection header declares hop-by-hop (RFC 9110 section 7.6.1)."""
+    return {token.strip().lower()
+            for name, value in pairs if name.lower() == "connection"
+            for token in value.split(",")}
+
+
 def forward_request_headers(incoming: Iterable[tuple[str, str]],
                             upstream: UpstreamConfig) -> tuple[tuple[str, str], ...]:
     """The browser's headers that reach the upstream: an allowlist, never credentials or hop-by-hop.
@@ -172,11 +179,7 @@ def forward_request_headers(incoming: Iterable[tuple[str, str]],
     section 7.6.1) and are dropped too. The upstream's configured headers are added last and win.
     """
     pairs = list(incoming)
-    connection_named = {
-        token.strip().lower()
-        for name, value in pairs if name.lower() == "connection"
-        for token in value.split(",")
-    }
+    connection_named = connection_tokens(pairs)
     allowed = set(FORWARDED_REQUEST_HEADERS) | {h.lower() for h in upstream.forward_headers}
     allowed -= NEVER_FORWARDED | HOP_BY_HOP | connection_named
     configured = {name.lower() for name, _ in upstream.headers}
@@ -188,11 +191,7 @@ def forward_request_headers(incoming: Iterable[tuple[str, str]],
 def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The upstream's response headers a browser may see: no hop-by-hop, cookies or CORS fields."""
     pairs = list(headers)
-    connection_named = {
-        token.strip().lower()
-        for name, value in pairs if name.lower() == "connection"
-        for token in value.split(",")
-    }
+    connection_named = connection_tokens(pairs)
     return tuple(
         (name, value) for name, value in pairs
         if (lowered := name.lower()) not in DROPPED_RESPONSE_HEADERS

@@ -38,6 +38,8 @@ SAFELISTED_RESPONSE_HEADERS = ("cache-control", "content-language", "content-len
 # Upstream answer headers worth passing on to a JSONP response; the rest describe the JSON, not it.
 JSONP_PASSED_HEADERS = ("cache-control", "expires", "last-modified")
 
+PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
 core = Blueprint("core", __name__)
 cors = Blueprint("cors", __name__, url_prefix="/cors")
 jsonp = Blueprint("jsonp", __name__, url_prefix="/jsonp")
@@ -127,7 +129,8 @@ def answer_headers(answer: Answer) -> list[tuple[str, str]]:
 
 @core.get("/healthz")
 def healthz() -> Response:
-    return jsonify(status="ok")
+    # The cache's state is reported, not judged: a bridge whose Redis is down still serves.
+    return jsonify(status="ok", cache=current_app.extensions["bridge.cache"].health())
 
 
 @core.get("/apis")
@@ -145,7 +148,7 @@ def cors_policy_for(name: str | None) -> CorsPolicy:
 
 
 @cors.route("/<name>/", methods=ALL_METHODS)
-@cors.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@cors.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def cors_proxy(name: str, rest: str = "") -> Response:
     upstream = find_upstream(name)
     origin = single_origin()
@@ -167,9 +170,16 @@ def cors_proxy(name: str, rest: str = "") -> Response:
                                upstream.methods)
     forwarded = upstream_request(upstream, request.method, query_pairs(),
                                  tuple(request.headers.items()))
-    answer = gateway().fetch(forwarded)
-    return Response(answer.response.body, status=answer.response.status,
-                    headers=answer_headers(answer))
+    answer = gateway().fetch(forwarded).conditional(request.headers.items())
+    response = Response(answer.response.body, status=answer.response.status,
+                        headers=answer_headers(answer))
+    if "Content-Type" not in response.headers or request.method == "HEAD":
+        response.headers.setdefault("Content-Type", "application/octet-stream")
+    # Whatever the upstream sends is data, never a page on the bridge's origin: an upstream that
+    # reflects input into HTML must not become an XSS on the bridge.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = PROXIED_CSP
+    return response
 
 
 def is_preflight() -> bool:
@@ -240,7 +250,7 @@ def jsonp_error(error: BridgeError) -> Response:
 
 
 @jsonp.route("/<name>/", methods=ALL_METHODS)
-@jsonp.route("/<name>/<path:rest>", methods=ALL_METHODS)
+@jsonp.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def jsonp_proxy(name: str, rest: str = "") -> Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("the JSONP path answers GET and HEAD only; use /cors/ for "

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from bridge import create_app
 from bridge.config import Config, parse_config
 from tests.live import LiveServer
+from tests.redis_server import RedisServer
 from tests.upstream_server import Reply, UpstreamServer
 
 ALLOWED = "https://app.example.com"
@@ -58,7 +59,6 @@ def config_text(upstream_url: str, extra: str = "", upstream_extra: str = "",
         [upstream:api]
         url = {url}
         methods = GET HEAD POST PUT
-        timeout = 2
         headers = X-Api-Key: secret-key
         {upstream_extra}
 
@@ -138,3 +138,13 @@ def live_bridge(app: Flask) -> Iterator[LiveServer]:
     server = LiveServer(app).start()
     yield server
     server.stop()
+
+
+# --- Redis: one real redis-server for the session (tests that need their own start a RedisServer) ---
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()

@@ -25,6 +25,7 @@ class Seen:
     headers: dict[str, str]  # lowercase names
     body: bytes
     raw_path: str
+    client_port: int = 0  # the bridge's side of the TCP connection: equal ports, one pooled connection
 
 
 @dataclass
@@ -68,7 +69,8 @@ class UpstreamServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 seen = Seen(self.command, parts.path, parse_qsl(parts.query, keep_blank_values=True),
-                            {k.lower(): v for k, v in self.headers.items()}, body, self.path)
+                            {k.lower(): v for k, v in self.headers.items()}, body, self.path,
+                            self.client_address[1])
                 with server.lock:
                     server.seen.append(seen)
                 route = server.routes.get(parts.path) or server.routes.get("*")
@@ -113,7 +115,11 @@ class UpstreamServer:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # the bridge hanging up on a slow or oversized answer is the point of a test
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"

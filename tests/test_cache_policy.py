@@ -1,0 +1,271 @@
+"""The cache's rules as plain functions: key, freshness, Vary, conditionals, Cache-Status, single-flight."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from bridge.cache import (
+    SingleFlight,
+    accept_class,
+    cache_control,
+    freshness_lifetime,
+    normalised_query,
+    not_modified,
+    primary_key,
+    renewed_headers,
+    response_vary,
+    retention,
+    status_forward,
+    status_hit,
+    storable_lifetime,
+    variant_key,
+)
+from bridge.upstream import UpstreamResponse
+
+
+def answer(status: int = 200, **headers: str) -> UpstreamResponse:
+    return UpstreamResponse(status, tuple((k.replace("_", "-"), v) for k, v in headers.items()), b"{}")
+
+
+# --- the key ---
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ((("b", "2"), ("a", "1")), (("a", "1"), ("b", "2"))),
+    ((("a", "2"), ("a", "1")), (("a", "2"), ("a", "1"))),  # repeated names keep their order
+    ((("callback", "cb1"), ("q", "x")), (("q", "x"),)),
+    ((("_", "1700000000"), ("q", "x")), (("q", "x"),)),
+    ((("envelope", "1"), ("q", "x")), (("q", "x"),)),
+    ((), ()),
+], ids=["sorted", "repeats-keep-order", "callback-dropped", "underscore-dropped", "envelope-dropped",
+        "empty"])
+def test_normalised_query(query: tuple[tuple[str, str], ...], expected: tuple[tuple[str, str], ...],
+                          ) -> None:
+    assert normalised_query(query) == expected
+
+
+def test_the_configured_callback_parameter_is_dropped_too() -> None:
+    assert normalised_query((("jsonp", "cb"), ("callback", "kept")), "jsonp") == (("callback", "kept"),)
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    (("api", "x", (("a", "1"),)), ("api2", "x", (("a", "1"),))),
+    (("api", "x", (("a", "1"),)), ("api", "y", (("a", "1"),))),
+    (("api", "x", (("a", "1"),)), ("api", "x", (("a", "2"),))),
+    (("api", "x", (("a", "1"), ("a", "2"))), ("api", "x", (("a", "2"), ("a", "1")))),
+    # no separator trick joins two parts into one
+    (("api", "x", (("a", "1&b=2"),)), ("api", "x", (("a", "1"), ("b", "2")))),
+    (("ap", "ix", ()), ("api", "x", ())),
+], ids=["upstream", "path", "value", "repeat-order", "ampersand-in-value", "name-path-boundary"])
+def test_primary_keys_that_must_differ(one: tuple, other: tuple) -> None:  # type: ignore[type-arg]
+    assert primary_key(*one) != primary_key(*other)
+
+
+def test_control_parameters_and_order_share_a_primary_key() -> None:
+    plain = primary_key("api", "items", (("a", "1"), ("b", "2")))
+    assert primary_key("api", "items", (("b", "2"), ("callback", "x"), ("_", "9"), ("a", "1"))) == plain
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("", "json"),
+    ("*/*", "json"),
+    ("application/json", "json"),
+    ("application/json, text/plain, */*", "json"),
+    ("Application/JSON", "json"),
+    ("application/xml", "application/xml"),
+    ("application/xml, */*;q=0", "application/xml"),
+    ("text/html,application/xhtml+xml", "text/html,application/xhtml+xml"),
+], ids=["missing", "any", "json", "axios", "case", "xml", "refused-any", "html"])
+def test_accept_class(accept: str, expected: str) -> None:
+    assert accept_class(accept) == expected
+
+
+def test_variant_key_ignores_origin_and_callback_but_not_varied_headers() -> None:
+    primary = primary_key("api", "items", ())
+    base = variant_key(primary, (), [("Accept", "*/*")])
+    assert variant_key(primary, (), [("Accept", "application/json"), ("Origin", "https://a.example"),
+                                     ("Accept-Language", "fr")]) == base
+    assert variant_key(primary, (), [("Accept", "application/xml")]) != base
+    fr = variant_key(primary, ("accept-language",), [("Accept-Language", "fr")])
+    de = variant_key(primary, ("accept-language",), [("Accept-Language", "de")])
+    assert fr != de
+    assert variant_key(primary, ("accept-language",), [("accept-language", " fr ")]) == fr
+
+
+def test_vary_accept_keys_on_the_exact_accept() -> None:
+    primary = primary_key("api", "items", ())
+    assert variant_key(primary, ("accept",), [("Accept", "*/*")]) != \
+        variant_key(primary, ("accept",), [("Accept", "application/json")])
+
+
+@pytest.mark.parametrize(("vary", "expected"), [
+    (None, ()),
+    ("Accept-Language", ("accept-language",)),
+    ("Origin, Accept-Encoding", ()),  # never forwarded, so they cannot have changed the answer
+    ("Cookie, Authorization", ()),
+    ("accept, ACCEPT-LANGUAGE", ("accept", "accept-language")),
+    ("*", None),
+    ("Accept, *", None),
+    ("X-Tenant", ()),  # not forwarded unless configured
+], ids=["none", "language", "origin-encoding", "credentials", "case", "star", "star-in-list",
+        "unforwarded"])
+def test_response_vary(vary: str | None, expected: tuple[str, ...] | None) -> None:
+    response = answer() if vary is None else answer(Vary=vary)
+    assert response_vary(response) == expected
+
+
+def test_response_vary_counts_configured_forward_headers() -> None:
+    assert response_vary(answer(Vary="X-Tenant"), ("X-Tenant",)) == ("x-tenant",)
+
+
+# --- freshness ---
+
+
+@pytest.mark.parametrize(("headers", "ttl", "expected"), [
+    ({}, 60, 60),
+    ({"Cache_Control": "max-age=5"}, 60, 5),
+    ({"Cache_Control": "max-age=600"}, 60, 60),  # the upstream can only tighten the ttl
+    ({"Cache_Control": "s-maxage=7, max-age=600"}, 60, 7),
+    ({"Cache_Control": "max-age=3, s-maxage=30"}, 60, 30),  # s-maxage is the shared cache's
+    ({"Cache_Control": "no-store"}, 60, None),
+    ({"Cache_Control": "NO-STORE"}, 60, None),
+    ({"Cache_Control": "private"}, 60, None),
+    ({"Cache_Control": 'private="Set-Cookie", max-age=60'}, 60, None),
+    ({"Cache_Control": "public, max-age=10"}, 60, 10),
+    ({"Cache_Control": 'max-age="12"'}, 60, 12),
+    ({"Cache_Control": "max-age=abc"}, 60, None),  # malformed: stale at once, no validator
+    ({"Cache_Control": "max-age=-1", "ETag": '"a"'}, 60, 0),
+    ({"Cache_Control": "no-cache"}, 60, None),
+    ({"Cache_Control": "no-cache", "ETag": '"a"'}, 60, 0),
+    ({"Expires": "Thu, 01 Jan 1970 00:00:00 GMT", "Date": "Thu, 01 Jan 1970 00:00:00 GMT"}, 60, None),
+    ({"Expires": "Thu, 01 Jan 1970 00:00:30 GMT", "Date": "Thu, 01 Jan 1970 00:00:00 GMT"}, 60, 30),
+    ({"Expires": "0", "Last_Modified": "Thu, 01 Jan 1970 00:00:00 GMT"}, 60, 0),
+    ({}, 0, None),
+], ids=["ttl", "max-age-below", "max-age-above", "s-maxage-wins", "s-maxage-above-max-age",
+        "no-store", "no-store-case", "private", "private-field", "public", "quoted", "malformed",
+        "negative-with-etag", "no-cache", "no-cache-with-etag", "expired", "expires", "bad-expires",
+        "ttl-zero"])
+def test_freshness_lifetime(headers: dict[str, str], ttl: int, expected: int | None) -> None:
+    assert freshness_lifetime(answer(**headers), ttl) == expected
+
+
+@pytest.mark.parametrize(("status", "negative_ttl", "expected"), [
+    (200, 0, 60), (404, 0, None), (404, 10, 10), (404, 600, 60), (500, 10, None),
+    (304, 10, None), (301, 10, None), (206, 10, None),
+], ids=["ok", "404-off", "404-on", "404-capped-by-ttl", "500", "304", "301", "206"])
+def test_storable_statuses(status: int, negative_ttl: int, expected: int | None) -> None:
+    assert storable_lifetime(answer(status), 60, negative_ttl) == expected
+
+
+def test_retention_keeps_stale_entries_only_while_useful() -> None:
+    assert retention(60, False, 60, 0) == 60
+    assert retention(60, True, 60, 0) == 120
+    assert retention(60, False, 60, 300) == 360
+    assert retention(0, False, 60, 0) == 1
+
+
+def test_renewed_headers_take_the_304s_fields_but_not_its_framing() -> None:
+    stored = (("Content-Type", "application/json"), ("ETag", '"1"'), ("Cache-Control", "max-age=5"))
+    renewed = renewed_headers(stored, (("Cache-Control", "max-age=9"), ("Content-Type", "text/plain"),
+                                       ("Content-Length", "0")))
+    assert dict(renewed) == {"Content-Type": "application/json", "ETag": '"1"',
+                             "Cache-Control": "max-age=9"}
+
+
+def test_cache_control_parsing_keeps_the_first_of_repeated_directives() -> None:
+    directives = cache_control([("Cache-Control", "max-age=5"), ("cache-control", "max-age=9, public")])
+    assert directives == {"max-age": "5", "public": None}
+
+
+# --- clients' conditional requests ---
+
+
+@pytest.mark.parametrize(("request_headers", "response_headers", "expected"), [
+    ({"If-None-Match": '"v1"'}, {"ETag": '"v1"'}, True),
+    ({"If-None-Match": '"v0", "v1"'}, {"ETag": '"v1"'}, True),
+    ({"If-None-Match": 'W/"v1"'}, {"ETag": '"v1"'}, True),  # weak comparison (RFC 9110 8.8.3.2)
+    ({"If-None-Match": '"v1"'}, {"ETag": 'W/"v1"'}, True),
+    ({"If-None-Match": "*"}, {"ETag": '"v1"'}, True),
+    ({"If-None-Match": '"v2"'}, {"ETag": '"v1"'}, False),
+    ({"If-None-Match": "v1"}, {"ETag": '"v1"'}, False),  # unquoted: not an entity-tag
+    ({"If-None-Match": '"v1"'}, {}, False),
+    ({"If-None-Match": '"v2"', "If-Modified-Since": "Thu, 01 Jan 2026 00:00:00 GMT"},
+     {"ETag": '"v1"', "Last-Modified": "Thu, 01 Jan 2025 00:00:00 GMT"}, False),
+    ({"If-Modified-Since": "Thu, 01 Jan 2026 00:00:00 GMT"},
+     {"Last-Modified": "Thu, 01 Jan 2025 00:00:00 GMT"}, True),
+    ({"If-Modified-Since": "Thu, 01 Jan 2024 00:00:00 GMT"},
+     {"Last-Modified": "Thu, 01 Jan 2025 00:00:00 GMT"}, False),
+    ({"If-Modified-Since": "yesterday"}, {"Last-Modified": "Thu, 01 Jan 2025 00:00:00 GMT"}, False),
+    ({}, {"ETag": '"v1"'}, False),
+], ids=["match", "list", "weak-request", "weak-entry", "star", "other", "unquoted", "no-etag",
+        "inm-wins-over-ims", "ims-newer", "ims-older", "ims-garbage", "unconditional"])
+def test_not_modified(request_headers: dict[str, str], response_headers: dict[str, str],
+                      expected: bool) -> None:
+    response = UpstreamResponse(200, tuple(response_headers.items()), b"{}")
+    assert not_modified(request_headers.items(), response) is expected
+
+
+def test_only_a_200_is_answered_not_modified() -> None:
+    response = UpstreamResponse(404, (("ETag", '"v1"'),), b"{}")
+    assert not not_modified([("If-None-Match", '"v1"')], response)
+
+
+# --- Cache-Status (RFC 9211) ---
+
+
+def test_cache_status_values() -> None:
+    assert status_hit(42.7) == "jsonp-cors-bridge; hit; ttl=42"
+    assert status_hit(-3, "stale-if-error") == "jsonp-cors-bridge; hit; ttl=-3; detail=stale-if-error"
+    assert status_forward("uri-miss", stored=True, ttl=60) == \
+        "jsonp-cors-bridge; fwd=uri-miss; stored; ttl=60"
+    assert status_forward("stale", fwd_status=304, stored=True, ttl=5) == \
+        "jsonp-cors-bridge; fwd=stale; fwd-status=304; stored; ttl=5"
+    assert status_forward("bypass") == "jsonp-cors-bridge; fwd=bypass"
+
+
+# --- single-flight ---
+
+
+def test_single_flight_runs_once_for_fifty_waiters() -> None:
+    flight, calls, release = SingleFlight(), [], threading.Event()
+    started = threading.Barrier(51)
+    results: list[tuple[object, bool]] = []
+
+    def call() -> str:
+        calls.append(1)
+        release.wait(10)
+        return "answer"
+
+    def worker() -> None:
+        started.wait(10)
+        results.append(flight.run("k", call, 10))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    started.wait(10)
+    for _ in range(10_000):  # until every other thread waits for the one call
+        if flight.waiting("k") == 49:
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 50
+    assert {r for r, _ in results} == {"answer"}
+    assert len(calls) == 1
+    assert sum(1 for _, leader in results if leader) == 1
+    assert len(flight) == 0
+
+
+def test_single_flight_shares_the_error_and_forgets_the_key() -> None:
+    flight = SingleFlight()
+
+    def fail() -> str:
+        raise ValueError("upstream gone")
+
+    with pytest.raises(ValueError, match="upstream gone"):
+        flight.run("k", fail, 1)
+    assert flight.run("k", lambda: "again", 1) == ("again", True)

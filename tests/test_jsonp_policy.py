@@ -1,0 +1,141 @@
+"""The callback grammar and script-safe JSON, byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.errors import InvalidCallback, UpstreamInvalidJson
+from bridge.jsonp import (
+    callback_problem,
+    envelope,
+    forwarded_query,
+    jsonp_params,
+    script,
+    script_safe_json,
+)
+
+VALID = ["jQuery37100123_1700000000000", "__jp0", "YUI.Env.JSONP.yui_3_18_1_1_17",
+         "dojo.io.script.jsonp_dojoIoScript1._jsonpCallback", "cb", "$", "_", "$.fn.x", "a1.b2.c3",
+         "angular.callbacks._0", "x" * 128]
+
+INVALID = [
+    ("", "empty"),
+    ("alert(1)", "call"),
+    ("alert(1);//", "call-comment"),
+    ("cb;alert(1)", "statement"),
+    ("a[0]", "brackets"),
+    ("a['b']", "string-brackets"),
+    ("a.b()", "parens"),
+    ("a..b", "empty-segment"),
+    (".a", "leading-dot"),
+    ("a.", "trailing-dot"),
+    ("1abc", "leading-digit"),
+    ("a-b", "hyphen"),
+    ("a b", "space"),
+    ("a\nb", "newline"),
+    ("cb\n", "trailing-newline"),
+    ("a\u2028b", "line-separator"),
+    ("caf\u00e9", "non-ascii-letter"),
+    ("\u0430lert", "cyrillic-homoglyph"),
+    ("a\\u0062", "unicode-escape"),
+    ("a\x00b", "nul"),
+    ("<script>", "html"),
+    ("/*x*/cb", "comment"),
+    ("x" * 129, "over-long"),
+    ("this", "this"),
+    ("null", "null"),
+    ("true", "true"),
+    ("function", "function"),
+    ("a.delete", "reserved-member"),
+    ("a.class", "reserved-future"),
+    ("await", "es2017-await"),
+    ("let", "es2015-let"),
+    ("window.alert", "window"),
+    ("self.x", "self"),
+    ("top.x", "top"),
+    ("parent.x", "parent"),
+    ("opener.x", "opener"),
+    ("frames.x", "frames"),
+    ("document.write", "document"),
+    ("location.assign", "location"),
+    ("globalThis.x", "globalThis"),
+    ("a.constructor.constructor", "constructor"),
+    ("Object.prototype.x", "prototype"),
+    ("a.__proto__", "proto"),
+    ("eval", "eval"),
+    ("Function", "Function"),
+    ("setTimeout", "setTimeout"),
+    ("a.call", "call"),
+]
+
+
+@pytest.mark.parametrize("name", VALID, ids=[v[:40] for v in VALID])
+def test_valid_callbacks(name: str) -> None:
+    assert callback_problem(name) is None
+
+
+@pytest.mark.parametrize("name", [i[0] for i in INVALID], ids=[i[1] for i in INVALID])
+def test_invalid_callbacks_are_refused(name: str) -> None:
+    assert callback_problem(name) is not None
+
+
+def test_max_length_is_configurable() -> None:
+    assert callback_problem("abcdef", max_length=5) is not None
+    assert callback_problem("abcde", max_length=5) is None
+
+
+def test_refusal_never_sanitises() -> None:
+    with pytest.raises(InvalidCallback) as caught:
+        jsonp_params({"callback": ["alert(1)"]}, "callback", 128)
+    assert "alert(1)" not in caught.value.message  # the message never reflects the name
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    ({}, "missing_callback"),
+    ({"callback": [""]}, "missing_callback"),
+    ({"callback": ["a", "b"]}, "invalid_callback"),
+    ({"callback": ["a"], "envelope": ["yes"]}, "bad_request"),
+], ids=["missing", "empty", "twice", "bad-envelope"])
+def test_control_parameter_errors(args: dict[str, list[str]], code: str) -> None:
+    with pytest.raises(InvalidCallback) as caught:
+        jsonp_params(args, "callback", 128)
+    assert caught.value.code == code
+
+
+def test_control_parameters_are_not_forwarded() -> None:
+    pairs = [("q", "1"), ("cb", "x"), ("_", "123"), ("envelope", "1"), ("callback", "keep")]
+    assert forwarded_query(pairs, "cb") == (("q", "1"), ("callback", "keep"))
+
+
+def test_escaping_is_byte_exact() -> None:
+    body = ('{"h":"</script><!--x-->","a":"x & y","s":"a\u2028b\u2029c",'
+            '"n":[1.10,1e400,-0,12345678901234567890123]}')
+    text = script_safe_json(body.encode())
+    assert text == ('{"h":"\\u003c/script\\u003e\\u003c!--x--\\u003e","a":"x \\u0026 y",'
+                    '"s":"a\\u2028b\\u2029c","n":[1.10,1e400,-0,12345678901234567890123]}')
+    assert json.loads(text) == json.loads(body)  # the same value, only spelled script-safe
+    assert json.loads(text)["h"] == "</script><!--x-->"
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert "\u2028" not in text and "\u2029" not in text
+
+
+def test_non_ascii_text_is_kept_as_utf8() -> None:
+    assert script_safe_json('{"name":"Zoë 漢字 🙂"}'.encode()) == '{"name":"Zoë 漢字 🙂"}'
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"a":', b"{'a':1}", b"NaN", b'{"a":Infinity}',
+                                  b'{"a":"\x01"}', b"\xff\xfe", b"[" * 100 + b"]" * 100, b"",
+                                  b'{"a":1} trailing'],
+                         ids=["html", "truncated", "single-quotes", "nan", "infinity", "control-char",
+                              "not-utf8", "too-deep", "empty", "trailing-garbage"])
+def test_broken_json_is_refused_never_wrapped(body: bytes) -> None:
+    with pytest.raises(UpstreamInvalidJson):
+        script_safe_json(body)
+
+
+def test_script_and_envelope_shape() -> None:
+    assert script("cb", "[1]") == b"/**/cb([1]);"
+    assert envelope(404, {"etag": '"x<"'}, "null") == (
+        '{"status":404,"ok":false,"headers":{"etag":"\\"x\\u003c\\""},"data":null}')

@@ -1,0 +1,112 @@
+"""The bridge as an operator runs it: gunicorn via app.py, `gunicorn app:app`, and `make run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import config_text
+from tests.upstream_server import Reply, UpstreamServer
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 40) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = getattr(process, "log_path", Path("/dev/null")).read_text(errors="replace")
+            raise AssertionError(f"server exited with {process.returncode}:\n{output}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {seconds}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a process group with its output in ``log`` (a pipe nobody reads would fill and block)."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, start_new_session=True)
+    process.log_path = log  # type: ignore[attr-defined]
+    return process
+
+
+@pytest.fixture
+def ini(tmp_path: Path, upstream: UpstreamServer) -> Iterator[Path]:
+    path = tmp_path / "bridge.ini"
+    path.write_text(config_text(upstream.url))
+    yield path
+
+
+def test_app_py_serves_under_gunicorn(ini: Path, upstream: UpstreamServer) -> None:
+    upstream.route("/hello", Reply(200, {"hello": "world"}))
+    port = free_port()
+    process = start([sys.executable, "app.py", "--config", str(ini), "--bind", f"127.0.0.1:{port}",
+                     "--workers", "2"], ini.parent / "out.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        response = requests.get(f"http://127.0.0.1:{port}/cors/api/hello", timeout=5)
+        assert response.json() == {"hello": "world"}
+        assert response.headers["Server"].startswith("gunicorn")
+        script = requests.get(f"http://127.0.0.1:{port}/jsonp/api/hello?callback=cb", timeout=5)
+        assert script.content == b'/**/cb({"hello": "world"});'
+    finally:
+        stop(process)
+
+
+def test_gunicorn_app_app_reads_bridge_config(ini: Path, upstream: UpstreamServer) -> None:
+    port = free_port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    process = start([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1", "app:app"],
+                    ini.parent / "out.log", env={"BRIDGE_CONFIG": str(ini)})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        assert requests.get(f"http://127.0.0.1:{port}/apis", timeout=5).json()["apis"][0]["name"] == "api"
+    finally:
+        stop(process)
+
+
+def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
+    """As a new user would: `make run`, then curl the demo through /cors/demo/."""
+    bridge, demo = free_port(), free_port()
+    process = start(["make", "--no-print-directory", "run", f"BRIDGE_BIND=127.0.0.1:{bridge}",
+                     f"DEMO_BIND=127.0.0.1:{demo}"], tmp_path / "out.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{bridge}/healthz", process, seconds=120)
+        response = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/", timeout=10)
+        assert response.status_code == 200
+        assert response.json()["name"] == "demo"
+        whoami = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/whoami", timeout=10).json()
+        assert whoami["api_key_present"] is True  # the bridge's server-side header arrived
+    finally:
+        stop(process)

@@ -1,0 +1,103 @@
+"""REST can never leave the upstream's base, in any encoding; headers cross through allowlists."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import parse_config
+from bridge.errors import InvalidPath
+from bridge.upstream import (
+    encode_rest,
+    filter_response_headers,
+    forward_request_headers,
+    split_rest,
+    upstream_url,
+    within_base,
+)
+
+BASE = "http://127.0.0.1:9/api/v1/"
+
+HOSTILE = [
+    ("..", "dotdot"),
+    ("a/../../b", "dotdot-inside"),
+    (".", "dot"),
+    ("%2e%2e", "encoded-dotdot"),
+    ("%2E%2E/x", "encoded-dotdot-upper"),
+    (".%2e", "half-encoded"),
+    ("%252e%252e", "double-encoded"),
+    ("%25252e%25252e", "triple-encoded"),
+    ("a%2f..%2fb", "encoded-slash"),
+    ("a%2Fb", "encoded-slash-upper"),
+    ("..%5cb", "encoded-backslash"),
+    ("a\\..\\b", "raw-backslash"),
+    ("%5c%5cevil.com", "encoded-backslashes"),
+    ("/evil.com/x", "leading-slash"),
+    ("a//b", "empty-segment"),
+    ("%00", "nul"),
+    ("a%0d%0aX-Injected:1", "crlf"),
+    ("%c0%ae%c0%ae", "overlong-utf8"),
+    ("%ff", "not-utf8"),
+]
+
+
+@pytest.mark.parametrize("rest", [h[0] for h in HOSTILE], ids=[h[1] for h in HOSTILE])
+def test_hostile_paths_are_refused(rest: str) -> None:
+    with pytest.raises(InvalidPath):
+        split_rest(rest)
+
+
+@pytest.mark.parametrize(("rest", "url"), [
+    ("", BASE),
+    ("items", BASE + "items"),
+    ("items/", BASE + "items/"),
+    ("items/42", BASE + "items/42"),
+    ("a%20b", BASE + "a%20b"),
+    ("caf%C3%A9", BASE + "caf%C3%A9"),
+    ("http:%2F%2Fevil.com", None),
+    ("http:", BASE + "http:"),  # a segment, not a scheme: the base stays in front
+    ("...", BASE + "..."),
+    ("a..b", BASE + "a..b"),
+])
+def test_paths_join_below_the_base(rest: str, url: str | None) -> None:
+    if url is None:
+        with pytest.raises(InvalidPath):
+            split_rest(rest)
+        return
+    assert upstream_url(BASE, encode_rest(split_rest(rest))) == url
+
+
+def test_query_is_reencoded() -> None:
+    assert upstream_url(BASE, "x", [("q", "a b&c"), ("n", "1")]) == BASE + "x?q=a%20b%26c&n=1"
+
+
+@pytest.mark.parametrize(("target", "inside"), [
+    (BASE + "other", True),
+    ("http://127.0.0.1:9/api/v2/", False),
+    ("http://127.0.0.1:9/api/v1/../v2", False),
+    ("http://127.0.0.1:9/api/v1/%2e%2e/v2", False),
+    ("http://127.0.0.2:9/api/v1/x", False),
+    ("https://127.0.0.1:9/api/v1/x", False),
+    ("http://127.0.0.1:10/api/v1/x", False),
+])
+def test_redirect_targets_must_stay_within_base(target: str, inside: bool) -> None:
+    assert within_base(BASE, target) is inside
+
+
+UPSTREAM = parse_config("[upstream:a]\nurl = http://h/\nheaders = X-Api-Key: k\n"
+                        "forward_headers = X-Trace\n", "t.ini", env={}).upstreams["a"]
+
+
+def test_request_headers_are_an_allowlist() -> None:
+    incoming = [("Accept", "application/json"), ("Cookie", "session=1"), ("Authorization", "Bearer x"),
+                ("Connection", "keep-alive, Accept-Language"), ("Accept-Language", "fr"),
+                ("Keep-Alive", "5"), ("X-Trace", "t1"), ("X-Other", "o"), ("X-Api-Key", "forged"),
+                ("Origin", "https://a.com"), ("Host", "evil.com"), ("X-Forwarded-Host", "evil.com")]
+    forwarded = forward_request_headers(incoming, UPSTREAM)
+    assert forwarded == (("Accept", "application/json"), ("X-Trace", "t1"), ("X-Api-Key", "k"))
+
+
+def test_response_headers_drop_hop_by_hop_cookies_and_cors() -> None:
+    headers = [("Content-Type", "application/json"), ("Set-Cookie", "a=1"), ("Connection", "X-Secret"),
+               ("X-Secret", "s"), ("Transfer-Encoding", "chunked"), ("Access-Control-Allow-Origin", "*"),
+               ("ETag", '"v1"'), ("Content-Length", "5"), ("Content-Encoding", "gzip")]
+    assert filter_response_headers(headers) == (("Content-Type", "application/json"), ("ETag", '"v1"'))
