@@ -20,7 +20,6 @@ CORS or JSONP and never looks at the upstream's answer.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -41,8 +40,6 @@ MAX_HEADER_BYTES = 16 * 1024
 # C0 controls and DEL: CR/LF split headers and logs, NUL truncates strings in C code downstream.
 _CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F))
 EXEMPT_ENDPOINTS = frozenset({"core.healthz"})  # load balancers probe this; it costs nothing
-
-log = logging.getLogger(__name__)
 
 
 def storage_uri(config: Config) -> str:
@@ -67,6 +64,7 @@ def _upstream_name() -> str | None:
 def _upstream_limit() -> str:
     config: Config = current_app.extensions["bridge.config"]
     upstream = config.upstreams.get(_upstream_name() or "")
+    # The fallback is never applied (_no_upstream_limit exempts those requests); it only parses.
     return upstream.per_client if upstream is not None and upstream.per_client else "1/second"
 
 
@@ -104,8 +102,8 @@ def check_request_shape() -> Response | None:
             name = key[5:].replace("_", "-").title()
             raise BadRequest(f"the {name} header contains a control character")
     path = urlsplit(raw).path if raw else request.path
-    # Checked here, before routing's own answers: werkzeug would redirect "//" to "/" (a 308 to a
-    # path the client did not ask for) and fail to route a decoded newline (a bare 404).
+    # Checked here, before routing's own answers, for every path (not only /cors/ and /jsonp/):
+    # routing would fail a decoded newline as a bare 404, or merge "//" and redirect.
     if "//" in path or "//" in request.path or _has_control(request.path):
         raise InvalidPath("the path has an empty segment ('//') or a control character")
     query = urlsplit(raw).query if raw else environ.get("QUERY_STRING", "")
