@@ -14,6 +14,8 @@ from .cache import Cache
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
+from .limits import install_limits
+from .netguard import Resolver
 from .upstream import UpstreamClient
 
 
@@ -24,8 +26,10 @@ class RestConverter(PathConverter):
     part_isolating = False  # werkzeug infers True from a regex without '/'
 
 
-def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
-    """The app for ``config``; tests may hand in a ``cache`` built with their own clock."""
+def create_app(config: Config, *, cache: Cache | None = None,
+               resolver: Resolver | None = None) -> Flask:
+    """The app for ``config``; tests may hand in a ``cache`` built with their own clock, and a
+    ``resolver`` that replaces the system's DNS for upstream names."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.
@@ -34,7 +38,7 @@ def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     app.extensions["bridge.config"] = config
     cache = cache if cache is not None else Cache.from_config(config)
     app.extensions["bridge.cache"] = cache
-    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits), cache)
+    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits, resolver), cache)
 
     from . import views
 
@@ -43,4 +47,5 @@ def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     app.register_blueprint(views.core)
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
+    install_limits(app, config)
     return app
