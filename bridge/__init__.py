@@ -15,6 +15,8 @@ from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
 from .health import Health
+from .limits import install_limits
+from .netguard import Resolver
 from .upstream import UpstreamClient
 
 
@@ -25,8 +27,10 @@ class RestConverter(PathConverter):
     part_isolating = False  # werkzeug infers True from a regex without '/'
 
 
-def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
-    """The app for ``config``; tests may hand in a ``cache`` built with their own clock."""
+def create_app(config: Config, *, cache: Cache | None = None,
+               resolver: Resolver | None = None) -> Flask:
+    """The app for ``config``; tests may hand in a ``cache`` built with their own clock, and a
+    ``resolver`` that replaces the system's DNS for upstream names."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.
@@ -35,8 +39,8 @@ def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     app.extensions["bridge.config"] = config
     cache = cache if cache is not None else Cache.from_config(config)
     app.extensions["bridge.cache"] = cache
-    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits), cache)
-    app.extensions["bridge.health"] = Health(config.upstreams, cache.health)
+    app.extensions["bridge.gateway"] = Gateway(UpstreamClient(config.limits, resolver), cache)
+    app.extensions["bridge.health"] = Health(config.upstreams, cache.health, resolver=resolver)
 
     from . import metrics, observe, views
 
@@ -48,4 +52,5 @@ def create_app(config: Config, *, cache: Cache | None = None) -> Flask:
     app.register_blueprint(views.core)
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
+    install_limits(app, config)
     return app

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .cors import CorsPolicy, OriginPattern, parse_origin_pattern
 
-DEFAULT_EXPOSE_HEADERS = ("ETag", "Cache-Status", "Age", "X-Request-ID")
+DEFAULT_EXPOSE_HEADERS = ("ETag", "Cache-Status", "Age", "X-Request-ID", "Retry-After")
 MAX_AGE_CAP = 7200  # Chromium caps Access-Control-Max-Age at 2 hours; more is a promise nobody keeps
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -197,6 +197,14 @@ def _rate_limit(raw: str) -> str:
     if value and not re.match(r"^\d+\s*(/|per)\s*\d*\s*[a-z]+(\s*[;,]\s*\d+\s*(/|per)\s*\d*\s*[a-z]+)*$",
                               value, re.IGNORECASE):
         raise ValueError(f"expected a rate such as 600/minute, got {raw!r}")
+    if value:
+        from limits import parse_many  # flask-limiter's own parser: what it accepts, we accept
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"expected a rate such as 600/minute (units: second, minute, hour, "
+                             f"day, month, year), got {raw!r}") from None
     return value
 
 

@@ -50,6 +50,8 @@ class OriginPattern:
 
 
 def _host_is_valid(host: str) -> bool:
+    if len(host) > 253:  # RFC 1035 section 2.3.4: no real host name is longer
+        return False
     if _IPV6.match(host) or _IPV4.match(host):
         return True
     labels = host.split(".")

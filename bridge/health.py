@@ -4,7 +4,9 @@ The bridge itself is ready when it can answer at all, so ``/healthz`` is 200 whe
 it cannot reach is named in the JSON (``status: degraded``, ``unreachable: [...]``) for a person or a
 dashboard to act on, rather than turned into a 503 that would make a load balancer pull a bridge that
 can still serve cached answers. Reachability is a TCP connect to the upstream's host and port (no HTTP
-request: nothing to authenticate, nothing for the upstream's own rate limits to count), at most once
+request: nothing to authenticate, nothing for the upstream's own rate limits to count), to an address
+the upstream's own address guard (``netguard.AddressGuard``) accepts, so a probe goes nowhere a request
+could not; at most once
 per ``PROBE_INTERVAL`` per host and port however often ``/healthz`` is polled and by however many
 threads. The cache reports its own health (``Cache.health``: a Redis ping, which the Redis store already
 paces while Redis is down; while it is up a ping is cheaper than this request). Probes are made on demand
@@ -24,11 +26,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import UpstreamConfig
+from .errors import BridgeError
+from .netguard import AddressGuard, Resolver, system_resolver
 
 PROBE_INTERVAL = 10.0  # seconds between two probes of one host and port
 PROBE_TIMEOUT = 1.0  # seconds a TCP connect may take before the target counts as unreachable
 
 Clock = Callable[[], float]
+Target = tuple[str, int, bool]  # host, port, allow_private
 Connect = Callable[[str, int, float], str | None]  # host, port, timeout -> None, or why it failed
 
 
@@ -61,28 +66,38 @@ class Probe:
 class Health:
     def __init__(self, upstreams: Mapping[str, UpstreamConfig], cache_health: Callable[[], dict[str, Any]]
                  | None = None, *, clock: Clock = time.monotonic, connect: Connect = tcp_connect,
-                 interval: float = PROBE_INTERVAL, timeout: float = PROBE_TIMEOUT) -> None:
-        self._targets = {name: probe_target(u.url) for name, u in upstreams.items()}
+                 resolver: Resolver | None = None, interval: float = PROBE_INTERVAL,
+                 timeout: float = PROBE_TIMEOUT) -> None:
+        # Keyed by host, port and allow_private: two upstreams on one host share a probe unless
+        # their address guards differ.
+        self._targets = {name: (*probe_target(u.url), u.allow_private) for name, u in upstreams.items()}
+        self._resolver = resolver or system_resolver
         self._cache_health = cache_health
         self._clock = clock
         self._connect = connect
         self._interval = interval
         self._timeout = timeout
-        self._probes: dict[tuple[str, int], Probe] = {}
-        self._probing: dict[tuple[str, int], threading.Lock] = {
+        self._probes: dict[Target, Probe] = {}
+        self._probing: dict[Target, threading.Lock] = {
             target: threading.Lock() for target in set(self._targets.values())}
 
-    def _due(self, target: tuple[str, int], now: float) -> bool:
+    def _due(self, target: Target, now: float) -> bool:
         last = self._probes.get(target)
         return last is None or now - last.checked_at >= self._interval
 
-    def _probe(self, target: tuple[str, int]) -> None:
+    def _probe(self, target: Target) -> None:
         lock = self._probing[target]
         if not lock.acquire(blocking=False):
             return  # another request is probing it right now: its result will do
         try:
             if self._due(target, self._clock()):
-                reason = self._connect(target[0], target[1], self._timeout)
+                host, port, allow_private = target
+                try:
+                    address = AddressGuard("health", allow_private, self._resolver).addresses(host, port)[0]
+                except BridgeError as exc:
+                    reason: str | None = exc.message.replace("'health'", host)
+                else:
+                    reason = self._connect(address, port, self._timeout)
                 self._probes[target] = Probe(reason is None, self._clock(), reason)
         finally:
             lock.release()

@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .config import LimitsConfig, UpstreamConfig
+from .deadline import WATCHDOG
 from .errors import (
     BridgeError,
     InvalidPath,
@@ -32,6 +34,7 @@ from .errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
+from .netguard import AddressGuard, Resolver, guarded_adapter, system_resolver
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
 MAX_REDIRECTS = 5
@@ -95,7 +98,12 @@ def _decodes_to_traversal(segment: str) -> bool:
             return True
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
             return True
-        decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        try:
+            decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        except UnicodeDecodeError:
+            # "%25aa" decodes once to the name "%aa", which a server that decodes again would
+            # turn into invalid UTF-8: no real name looks like that, so refuse it.
+            return True
         if decoded == segment:
             return False
         segment = decoded
@@ -206,17 +214,53 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
-def new_session(pool_size: int = 16) -> requests.Session:
+def new_session(pool_size: int = 16, adapter: HTTPAdapter | None = None) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     session.cookies.set_policy(_NoCookies())
     session.headers.clear()
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = "gzip, deflate"
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    if adapter is None:
+        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _read_body(response: requests.Response, upstream: UpstreamConfig, deadline: float,
+               cap: int) -> bytes:
+    """Read the body within the cap and the total deadline, whatever pace the upstream keeps.
+
+    ``read1`` returns as soon as some bytes arrive (``iter_content`` would block for a whole chunk),
+    and the socket's timeout is cut to the time left before every read, so an upstream that drips a
+    byte at a time cannot stretch the answer past the deadline.
+    """
+    raw = response.raw
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
+                                  f"{upstream.timeout:g}s")
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(remaining)
+        try:
+            chunk = raw.read1(CHUNK)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
+                                  f"{upstream.timeout:g}s") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
+                                f"({type(exc).__name__})") from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than {cap} bytes")
+        chunks.append(chunk)
 
 
 @dataclass(frozen=True)
@@ -232,17 +276,27 @@ class Exchange:
 class UpstreamClient:
     """Sends checked requests to configured upstreams over pooled keep-alive connections."""
 
-    def __init__(self, limits: LimitsConfig) -> None:
+    def __init__(self, limits: LimitsConfig, resolver: Resolver | None = None) -> None:
         self._limits = limits
+        self._resolver = resolver or system_resolver
         self._local = threading.local()
         # Called after every send, success or failure; appended to at start-up only (create_app).
         self.observers: list[Callable[[Exchange], None]] = []
 
-    @property
-    def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+    def session_for(self, upstream: UpstreamConfig) -> requests.Session:
+        """This thread's session for ``upstream``: its own pool, behind its own address guard.
+
+        One session per upstream (not one per thread) because the guard is per upstream: two
+        upstreams may share a host and differ in ``allow_private``. Every connection the session
+        opens, redirect hops included, is resolved and checked by the guard (netguard.py).
+        """
+        sessions: dict[str, requests.Session] | None = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+        session = sessions.get(upstream.name)
         if session is None:
-            session = self._local.session = new_session()
+            guard = AddressGuard(upstream.name, upstream.allow_private, self._resolver)
+            session = sessions[upstream.name] = new_session(adapter=guarded_adapter(guard))
         return session
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -293,15 +347,34 @@ class UpstreamClient:
     def _send_once(self, upstream: UpstreamConfig, method: str, url: str,
                    headers: tuple[tuple[str, str], ...], body: bytes | None,
                    deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One exchange under the total deadline: past it, the socket is cut (deadline.py) and
+        whatever that broke is reported as the timeout it is, never as a short answer."""
+        with WATCHDOG.watch(deadline) as watch:
+            try:
+                result = self._exchange(upstream, method, url, headers, body, deadline)
+            except UpstreamError:
+                if not watch.fired:
+                    raise
+                result = None
+            if watch.fired:
+                raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer "
+                                      f"within {upstream.timeout:g}s")
+        assert result is not None
+        return result
+
+    def _exchange(self, upstream: UpstreamConfig, method: str, url: str,
+                  headers: tuple[tuple[str, str], ...], body: bytes | None,
+                  deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
                                   f"{upstream.timeout:g}s")
         cap = self._limits.max_upstream_body
         try:
-            response = self.session.request(method, url, headers=dict(headers), data=body,
-                                            timeout=(min(remaining, upstream.timeout), remaining),
-                                            allow_redirects=False, stream=True)
+            session = self.session_for(upstream)
+            response = session.request(method, url, headers=dict(headers), data=body,
+                                       timeout=(min(remaining, upstream.timeout), remaining),
+                                       allow_redirects=False, stream=True)
         except requests.Timeout:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
                                   f"{upstream.timeout:g}s") from None
@@ -319,20 +392,12 @@ class UpstreamClient:
             if length.isdigit() and int(length) > cap:
                 raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than "
                                        f"{cap} bytes")
-            chunks, size = [], 0
             if method == "HEAD":
                 response.content  # noqa: B018 - marks the empty body read, so the connection is reused
+                content = b""
             else:
-                for chunk in response.iter_content(CHUNK):
-                    size += len(chunk)
-                    if size > cap:
-                        raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more "
-                                               f"than {cap} bytes")
-                    if time.monotonic() > deadline:
-                        raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its "
-                                              f"answer within {upstream.timeout:g}s")
-                    chunks.append(chunk)
-            return response.status_code, response_headers, b"".join(chunks)
+                content = _read_body(response, upstream, deadline, cap)
+            return response.status_code, response_headers, content
         except requests.Timeout:
             raise UpstreamTimeout(f"upstream {upstream.name!r} stalled mid-answer") from None
         except requests.RequestException as exc:

@@ -101,8 +101,10 @@ def read_body() -> bytes | None:
 
 def single_origin() -> str | None:
     origins = request.headers.getlist("Origin")
-    if len(origins) > 1:
-        raise BadRequest("more than one Origin header")
+    # WSGI servers (gunicorn, werkzeug) join a repeated header with commas into one value, and no
+    # serialised origin contains a comma: either way the client sent Origin more than once.
+    if len(origins) > 1 or any("," in origin for origin in origins):
+        raise BadRequest("more than one Origin header; send exactly one")
     return origins[0] if origins else None
 
 

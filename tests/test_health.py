@@ -124,3 +124,14 @@ def test_tcp_connect_says_why(upstream: UpstreamServer) -> None:
     assert tcp_connect("127.0.0.1", upstream.port, 1) is None
     assert tcp_connect("127.0.0.1", closed_port(), 1)
     assert tcp_connect("no-such-host.invalid", 80, 1)
+
+
+def test_a_name_resolving_inside_is_never_probed_without_allow_private(
+        make_config: Callable[..., Config]) -> None:
+    config = make_config(extra="[upstream:inside]\nurl = http://api.internal.example/\n")
+    connect = CountingConnect()
+    health = Health(config.upstreams, connect=connect, resolver=lambda host, port: ["10.1.2.3"])
+    report = health.report()
+    assert report["unreachable"] == ["inside"]
+    assert "internal addresses" in report["upstreams"]["inside"]["reason"]
+    assert all(host != "10.1.2.3" for host, _ in connect.calls)

@@ -1,0 +1,181 @@
+"""Server-side request forgery guard: which addresses an upstream connection may reach, and pinning.
+
+An upstream url that names a host is resolved by the bridge itself, every answer is checked, and the
+connection is made to the very address that was checked: there is no second lookup for a rebinding
+DNS server to answer differently. Internal addresses (loopback, private, link-local, CGNAT, reserved,
+multicast, unspecified, and the IPv4-mapped, IPv4-compatible, NAT64 and 6to4 spellings of them) are
+refused unless the upstream says ``allow_private = true``. A url that names an address literally, or
+``localhost``, means what it says: the operator wrote it. The check sits in the connection class, so
+every connection, including those for redirect hops, goes through it; the Host header, TLS SNI and
+certificate checks keep using the name. This module decides and connects; it does not choose
+upstreams, follow redirects or render errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
+
+from .deadline import WATCHDOG
+from .errors import UpstreamAddressRefused, UpstreamUnreachable
+
+# host, port -> the addresses to try, in order (strings such as "192.0.2.1" or "2001:db8::1")
+Resolver = Callable[[str, int], Sequence[str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LOCALHOST = ("127.0.0.1", "::1")  # RFC 6761 section 6.3: localhost is loopback, never asked of DNS
+CGNAT = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 shared address space
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: the last 32 bits are IPv4
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use translation
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")  # RFC 3056: bits 16-48 are IPv4
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 section 2.5.5.1, deprecated
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The operating system's answers for ``host``, de-duplicated, in its order of preference."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, in the spellings that route to it."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in NAT64 or address in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in SIX_TO_FOUR:
+        return address.sixtofour
+    return None
+
+
+def address_problem(text: str) -> str | None:
+    """Why an upstream connection may not go to this address, or None when it is a public one."""
+    try:
+        address: IPAddress = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return f"{text!r} is not an IP address"
+    if address.is_loopback or address.is_unspecified:  # before ::/96, which holds ::1 and ::
+        return "loopback" if address.is_loopback else "unspecified"
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        problem = address_problem(str(inner))
+        return None if problem is None else f"{problem} (as {address})"
+    checks = (
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("CGNAT shared address space", address in CGNAT),
+        ("local-use NAT64", address in NAT64_LOCAL),
+        ("private", address.is_private),
+        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
+        ("reserved", address.is_reserved),
+        ("not globally routable", not address.is_global),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+def is_literal_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class AddressGuard:
+    """The connection policy of one upstream: its resolver and whether internal answers are allowed."""
+
+    upstream: str
+    allow_private: bool = False
+    resolver: Resolver = system_resolver
+
+    def addresses(self, host: str, port: int) -> list[str]:
+        """The checked addresses to connect to for ``host``; raises UpstreamAddressRefused."""
+        host = host.strip("[]").rstrip(".")
+        if is_literal_address(host):
+            return [host]  # the operator wrote the address; redirects cannot leave it (within_base)
+        if host.lower() == "localhost":
+            return list(LOCALHOST)
+        try:
+            answers = list(self.resolver(host, port))
+        except (OSError, UnicodeError):
+            raise UpstreamUnreachable(f"the name of upstream {self.upstream!r} does not "
+                                      "resolve") from None
+        if not answers:
+            raise UpstreamUnreachable(f"the name of upstream {self.upstream!r} resolves to no "
+                                      "address")
+        if not self.allow_private:
+            # One internal answer refuses them all: a name that mixes public and internal answers is
+            # a rebinding setup, and trying the public one first would only hide it.
+            for answer in answers:
+                problem = address_problem(answer)
+                if problem is not None:
+                    raise UpstreamAddressRefused(
+                        f"upstream {self.upstream!r} resolves to a {problem} address ({answer}); "
+                        "the bridge does not connect to internal addresses by name. Set "
+                        "allow_private = true for this upstream if that is intended")
+        return answers
+
+
+class _GuardedConnectionMixin:
+    """Resolve through the guard and connect to the checked address, keeping the name for the rest.
+
+    urllib3 connects to ``_dns_host`` and uses ``host`` for the Host header, SNI and the certificate
+    check, so swapping ``_dns_host`` for the checked address pins the connection without touching TLS.
+    """
+
+    bridge_guard: AddressGuard
+    _dns_host: str
+    port: int
+
+    def _new_conn(self) -> socket.socket:
+        name = self._dns_host
+        addresses = self.bridge_guard.addresses(name, self.port)
+        try:
+            for index, address in enumerate(addresses):
+                self._dns_host = address
+                try:
+                    sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+                    return sock
+                except NewConnectionError:
+                    if index == len(addresses) - 1:
+                        raise
+            raise AssertionError("unreachable: addresses is never empty")
+        finally:
+            self._dns_host = name
+
+    def getresponse(self) -> Any:
+        # Waiting for the answer is where a dripping upstream holds us: cut at the total deadline.
+        WATCHDOG.attach_current(getattr(self, "sock", None))
+        return super().getresponse()  # type: ignore[misc]
+
+
+def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:
+    """A requests adapter whose every connection passes through ``guard``."""
+    http_connection = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection),
+                           {"bridge_guard": guard})
+    https_connection = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection),
+                            {"bridge_guard": guard})
+    pools: dict[str, Any] = {
+        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,),
+                     {"ConnectionCls": http_connection}),
+        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,),
+                      {"ConnectionCls": https_connection}),
+    }
+
+    class GuardedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+    return GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
