@@ -118,6 +118,17 @@ def test_a_cache_hook_handed_in_still_hears_events(make_config: Callable[..., An
     assert metrics_of(app).registry.get_sample_value("bridge_cache_events_total", {"event": "miss"}) == 1
 
 
+def test_rate_limited_requests_are_counted(make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    app = make_app(upstream_extra="per_client = 2/minute")
+    client = app.test_client()
+    statuses = [client.get(f"/cors/api/?n={n}").status_code for n in range(3)]
+    assert statuses == [200, 200, 429]
+    get = metrics_of(app).registry.get_sample_value
+    assert get("bridge_rate_limited_total", {"kind": "cors", "upstream": "api"}) == 1
+    assert get("bridge_refused_total", {"kind": "cors", "code": "rate_limited"}) == 1
+    assert get("bridge_requests_total", {"kind": "cors", "upstream": "api", "status": "429"}) == 1
+
+
 def test_cache_events_and_rate_limits_have_their_counters(app: Flask) -> None:
     metrics = metrics_of(app)
     for event in ("hit", "hit", "miss", "stale", "eviction", "not-an-event"):
