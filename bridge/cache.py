@@ -619,7 +619,7 @@ class RedisStore:
             name = self.prefix + "e:" + key
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(name)
-            pipe.hset(name, mapping=entry_to_redis(entry, self.clock() + retain))  # type: ignore[arg-type]
+            pipe.hset(name, mapping=entry_to_redis(entry, self.clock() + retain))  # type: ignore[arg-type,unused-ignore]
             pipe.expire(name, retain)
             pipe.execute()
         self._call(write)
