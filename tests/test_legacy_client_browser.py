@@ -379,3 +379,26 @@ def test_promise_form_get_shorthand_and_concurrent_jsonp(page: Any, page_origin:
     assert len(names) == 4 and len(set(names)) == 4
     assert all(callback_is_valid(name) for name in names)
     assert seen["errors"] == []
+
+
+def test_without_native_json_or_promise(page: Any, page_origin: str, live_bridge: LiveServer,
+                                        upstream: UpstreamServer) -> None:
+    """IE6/7 have neither window.JSON nor Promise: the fallback reader and writer carry the data."""
+    upstream.route("/echo", lambda seen: Reply(200, {"got": seen.body.decode(),
+                                                      "text": "é \u2028 </script>"}))
+    seen = open_page(page, page_origin, live_bridge, "delete window.JSON;")
+    assert page.evaluate("typeof window.JSON") == "undefined"
+    (outcome,) = run(page, live_bridge, {"request": {"api": "api", "path": "echo", "method": "POST",
+                                                     "body": {"list": [1, "two", None], "é": True}}})
+    assert outcome["err"] is None and outcome["res"]["transport"] == "cors"
+    assert outcome["res"]["data"] == {"got": '{"list":[1,"two",null],"é":true}', "text": "é \u2028 </script>"}
+    assert upstream.last().headers["content-type"] == "application/json"
+    refused = page.evaluate("""base => {
+        const saved = window.Promise;
+        window.Promise = undefined;
+        try { LegacyBridge.create({base: base}).get('api', ''); return 'no error'; }
+        catch (e) { return e.name + ': ' + e.message; }
+        finally { window.Promise = saved; }
+    }""", live_bridge.url)
+    assert refused == "TypeError: LegacyBridge: pass a callback; this browser has no Promise"
+    assert seen["errors"] == []
