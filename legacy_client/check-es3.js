@@ -17,11 +17,18 @@
 var fs = require('fs');
 var acorn = require('acorn');
 
-// Array/Object/Function/String/Date methods added by ES5 (or later) that IE6-8 do not have.
-var ES5_MEMBERS = {
+// Methods that ES5 (or later) added to arrays, functions, strings and dates, which IE6-8 lack:
+// refused on any object, since a parser cannot tell an array from another object.
+var ES5_METHODS = {
   forEach: 1, map: 1, filter: 1, reduce: 1, reduceRight: 1, some: 1, every: 1, lastIndexOf: 1,
-  keys: 1, create: 1, defineProperty: 1, defineProperties: 1, getPrototypeOf: 1, freeze: 1,
-  isArray: 1, bind: 1, trim: 1, now: 1, toISOString: 1, assign: 1, includes: 1
+  bind: 1, trim: 1, toISOString: 1, includes: 1
+};
+// Functions that ES5 (or later) added to the constructors themselves (a library's own `create` is fine).
+var ES5_STATICS = {
+  Object: { keys: 1, create: 1, defineProperty: 1, defineProperties: 1, getPrototypeOf: 1, freeze: 1,
+            assign: 1, getOwnPropertyNames: 1 },
+  Array: { isArray: 1 },
+  Date: { now: 1 }
 };
 // Globals an ES3 engine may not have: reach them as properties of the global object after a check.
 var GUARDED_GLOBALS = { JSON: 1, Promise: 1, fetch: 1, Symbol: 1, Map: 1, Set: 1, WeakMap: 1 };
@@ -48,8 +55,12 @@ function check(source, name) {
     }
   }
   walk(ast, null, function (node, parent) {
-    if (node.type === 'MemberExpression' && !node.computed && ES5_MEMBERS[node.property.name] === 1) {
-      report(node.property.loc.start, 'ES5 built-in .' + node.property.name + ' (absent in IE6-8)');
+    if (node.type === 'MemberExpression' && !node.computed) {
+      var owner = node.object.type === 'Identifier' ? node.object.name : null;
+      var statics = owner && Object.prototype.hasOwnProperty.call(ES5_STATICS, owner) ? ES5_STATICS[owner] : {};
+      if (ES5_METHODS[node.property.name] === 1 || statics[node.property.name] === 1) {
+        report(node.property.loc.start, 'ES5 built-in .' + node.property.name + ' (absent in IE6-8)');
+      }
     }
     var isPropertyName = parent && ((parent.type === 'MemberExpression' && parent.property === node &&
       !parent.computed) || (parent.type === 'Property' && parent.key === node));

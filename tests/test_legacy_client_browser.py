@@ -9,6 +9,7 @@ prove the library's XDR path logic (the real one only exists in IE, which this m
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -402,3 +403,30 @@ def test_without_native_json_or_promise(page: Any, page_origin: str, live_bridge
     }""", live_bridge.url)
     assert refused == "TypeError: LegacyBridge: pass a callback; this browser has no Promise"
     assert seen["errors"] == []
+
+
+def test_example_page(page: Any, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
+    """example.html on the page origin, with its bridge address pointed at the live bridge.
+
+    Written into the real page (not fulfilled by a route) so it keeps the page origin's loopback
+    address space, which Chromium requires before it lets a page load scripts from loopback."""
+    upstream.route("/items", Reply(200, {"items": ["a", "b"]}))
+    html = (Path(__file__).resolve().parent.parent / "legacy_client" / "example.html").read_text("utf-8")
+    html = html.replace("http://127.0.0.1:8000", live_bridge.url).replace('value="demo"', 'value="api"')
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(page_origin + "/")
+    page.set_content(html)
+    assert "'auto' uses cors" in page.inner_text("#detected"), (page.inner_text("#output"), errors)
+    for transport in ("cors", "jsonp"):
+        page.select_option("#transport", transport)
+        page.click("#run")
+        page.wait_for_function("t => document.getElementById('output').innerText.indexOf(' over ' + t) > 0",
+                               arg=transport)
+        assert page.inner_text("#output").startswith(f"HTTP 200 over {transport}\n")
+        assert 'data: {"items":["a","b"]}' in page.inner_text("#output")
+    page.fill("#path", "nothing")
+    page.click("#run")
+    page.wait_for_selector("#output.error")
+    assert page.inner_text("#output").startswith("error http (HTTP 404) over jsonp")
+    assert errors == []

@@ -73,11 +73,13 @@ def test_acorn_is_the_pinned_version(node: str) -> None:
     ("var g = f.bind(o);", "ES5 built-in .bind"),
     ("var t = s.trim();", "ES5 built-in .trim"),
     ("var n = Date.now();", "ES5 built-in .now"),
+    ("var o = Object.create(null);", "ES5 built-in .create"),
+    ("var a = Array.isArray(x);", "ES5 built-in .isArray"),
     ("var v = JSON.parse(s);", "bare global JSON"),
     ("var p = new Promise(f);", "bare global Promise"),
 ], ids=["dot-catch", "dot-delete", "dot-default", "key-default", "key-class", "object-trailing-comma",
         "call-trailing-comma", "array-trailing-comma", "let", "const", "getter", "arrow", "template",
-        "forEach", "Object.keys", "bind", "trim", "Date.now", "bare-JSON", "bare-Promise"])
+        "forEach", "Object.keys", "bind", "trim", "Date.now", "Object.create", "Array.isArray", "bare-JSON", "bare-Promise"])
 def test_checker_rejects(node: str, snippet: str, complaint: str) -> None:
     result = es3_check(node, snippet)
     assert result.returncode == 1, result.stdout
@@ -89,7 +91,9 @@ def test_checker_rejects(node: str, snippet: str, complaint: str) -> None:
     "var json = window.JSON; if (json && json.parse) { json.parse('1'); }",
     "var P = window.Promise; var x = [1, 2]; var h = {a: 1, b: [3]};",
     "var s = 'a,b'.split(','); var i = 'abc'.indexOf('b');",
-], ids=["quoted-reserved-words", "guarded-JSON", "guarded-Promise", "ES3-string-methods"])
+    "var client = LegacyBridge.create({}); var k = registry.keys;",
+], ids=["quoted-reserved-words", "guarded-JSON", "guarded-Promise", "ES3-string-methods",
+        "own-create-and-keys"])
 def test_checker_accepts_es3(node: str, snippet: str) -> None:
     result = es3_check(node, snippet)
     assert result.returncode == 0, result.stdout
@@ -110,3 +114,12 @@ def test_no_reserved_word_property_access_in_the_text() -> None:
     found = [m.group(0) for m in RESERVED_PROPERTY.finditer(code)]
     assert found == []
     assert RESERVED_PROPERTY.search("promise.catch(f)")  # the pattern itself can match
+
+
+def test_example_page_script_is_es3(node: str) -> None:
+    """The example is for the same old browsers: its inline script passes the same check."""
+    html = (CLIENT_DIR / "example.html").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    assert len(scripts) == 1
+    result = es3_check(node, scripts[0])
+    assert result.returncode == 0, result.stdout
