@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from .cache import Cache
+from .client_asset import client_asset_blueprint, read_library
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
@@ -53,4 +54,5 @@ def create_app(config: Config, *, cache: Cache | None = None,
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
     install_limits(app, config)
+    app.register_blueprint(client_asset_blueprint(read_library()))
     return app
