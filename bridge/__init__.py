@@ -28,4 +28,8 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(views.core)
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
+
+    from .explain_view import explain
+
+    app.register_blueprint(explain)
     return app
