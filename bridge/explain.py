@@ -136,11 +136,12 @@ def parse_header_list(value: str | None) -> set[str] | None:
 
 @dataclass(frozen=True)
 class Step:
-    """One check, by whom (``page``, ``browser``, ``bridge`` or ``server``), and how it went."""
+    """One check, by whom (``browser``, ``bridge`` or ``server``), and how it went: ``ok`` is None for
+    a fact that is neither a pass nor a failure (such as "this header needs a preflight")."""
 
     actor: str
     check: str
-    ok: bool
+    ok: bool | None
     detail: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -229,7 +230,7 @@ def classify(request: BrowserRequest) -> tuple[str, tuple[tuple[str, str], ...],
         else:
             kept.append((name, value))
     safe_method = is_safelisted_method(method)
-    steps.append(Step("browser", f"method {method}", safe_method,
+    steps.append(Step("browser", f"method {method}", True if safe_method else None,
                       "CORS-safelisted (GET, HEAD, POST): no preflight for the method" if safe_method
                       else "not CORS-safelisted (only GET, HEAD and POST are): a preflight asks first"))
     unsafe = unsafe_header_names(kept)
@@ -239,7 +240,7 @@ def classify(request: BrowserRequest) -> tuple[str, tuple[tuple[str, str], ...],
         if problem is None and name.lower() in unsafe:
             problem = (f"the safelisted values add up to {total} bytes, over the "
                        f"{MAX_SAFELISTED_TOTAL}-byte total")
-        steps.append(Step("browser", f"header {name.lower()}", problem is None,
+        steps.append(Step("browser", f"header {name.lower()}", True if problem is None else None,
                           "CORS-safelisted: no preflight for it" if problem is None
                           else f"{problem}: a preflight asks first"))
     credentials = request.credentials

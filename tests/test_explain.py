@@ -219,6 +219,7 @@ def test_explain_verdicts(public_app: Flask, params: dict[str, str], allowed: bo
     body = explain(public_app.test_client(), **params)
     assert (body["allowed"], body["preflight"], body["browser_error"]) == (allowed, preflight, error)
     assert body["steps"] and all({"actor", "check", "ok", "detail"} <= set(s) for s in body["steps"])
+    assert any(s["ok"] is False for s in body["steps"]) is not allowed
     assert [r["preflight"] for r in body["requests"]][:1] == ([True] if preflight else [False])
     if error is not None:
         assert body["console"].endswith(BLOCKED + error)
