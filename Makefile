@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# acorn, for the ES3 parse check of legacy_client/legacy-client.js (pinned by its package-lock.json)
+NODE_STAMP := legacy_client/node_modules/.installed
 
 .PHONY: install run test lint typecheck pytest bench clean
 
@@ -13,6 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(NODE_STAMP): legacy_client/package.json legacy_client/package-lock.json
+	cd legacy_client && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 run: install
 	@$(BIN)/python app.py --config wsgi.ini --check
@@ -30,10 +36,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results legacy_client/node_modules

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from .client_asset import client_asset_blueprint, read_library
 from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
@@ -28,6 +29,7 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(views.core)
     app.register_blueprint(views.cors)
     app.register_blueprint(views.jsonp)
+    app.register_blueprint(client_asset_blueprint(read_library()))
 
     from .explain_view import explain
 
