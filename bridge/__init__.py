@@ -55,4 +55,8 @@ def create_app(config: Config, *, cache: Cache | None = None,
     app.register_blueprint(views.jsonp)
     install_limits(app, config)
     app.register_blueprint(client_asset_blueprint(read_library()))
+
+    from .explain_view import explain
+
+    app.register_blueprint(explain)
     return app
