@@ -8,13 +8,17 @@ the pre-bound metric children against the counters they count into.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 import pytest
 from flask import Response
+from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.cache import KEY_MEMO_CHARS, primary_key, remembered_primary_key
 from bridge.cors import (
     GRANT_MEMO_SIZE,
     CorsPolicy,
@@ -24,7 +28,7 @@ from bridge.cors import (
     parse_origin_pattern,
 )
 from bridge.metrics import BridgeMetrics
-from bridge.observe import AccessRecord, access_line
+from bridge.observe import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
 from bridge.views import add_vary_origin
 
 
@@ -98,3 +102,44 @@ def test_prebound_children_count_into_the_registry() -> None:
     assert sample("bridge_requests_total", {"kind": "cors", "upstream": "api", "status": "200"}) == 3
     assert sample("bridge_cache_events_total", {"event": "hit"}) == 2
     assert sample("bridge_cache_events_total", {"event": "miss"}) == 0
+
+
+def test_the_default_handler_writes_the_line_the_long_way_would(client: FlaskClient) -> None:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = next(h for h in logger.handlers if isinstance(h, _BareLines))
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    # pytest's log capture hangs its own handlers here too; alone, ours writes lines itself.
+    others = logger.handlers[:]
+    logger.handlers = [handler]
+    try:
+        assert handler.writes_bare(logger)
+        client.get("/cors/api/", headers={"X-Request-ID": "short-way"})
+        any_filter = logging.Filter()  # passes everything, but a filter sends lines the long way
+        handler.addFilter(any_filter)
+        assert not handler.writes_bare(logger)
+        client.get("/cors/api/", headers={"X-Request-ID": "long-way"})
+        handler.removeFilter(any_filter)
+    finally:
+        logger.handlers = others
+        handler.setStream(previous)  # type: ignore[arg-type]
+    short, long = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (short["request_id"], long["request_id"]) == ("short-way", "long-way")
+    assert {k: v for k, v in short.items() if k not in ("request_id", "duration", "cache")} == \
+        {k: v for k, v in long.items() if k not in ("request_id", "duration", "cache")}
+
+
+KEY_CASES = {
+    "plain": ("api", "items", ()),
+    "query": ("api", "items/1", (("b", "2"), ("callback", "cb"), ("a", "1"))),
+    "long": ("api", "x" * (KEY_MEMO_CHARS + 1), (("q", "y" * 10),)),
+    "long-query": ("api", "items", tuple((f"k{n}", "v" * 40) for n in range(20))),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_CASES))
+def test_a_remembered_primary_key_is_the_primary_key(case: str) -> None:
+    upstream, path, query = KEY_CASES[case]
+    for _ in range(2):  # the second time from the memo, when it is short enough to be kept
+        assert remembered_primary_key(upstream, path, query, "cb") == \
+            primary_key(upstream, path, query, "cb")
