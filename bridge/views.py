@@ -33,7 +33,7 @@ from .errors import (
 )
 from .gateway import Answer, Gateway
 from .observe import current_request_id
-from .upstream import UpstreamRequest, encode_rest, forward_request_headers, split_rest
+from .upstream import UpstreamRequest, checked_path, forward_request_headers
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Response headers a page can read without being told (Fetch: CORS-safelisted response-header names)
@@ -83,6 +83,8 @@ def raw_rest() -> str:
 
 
 def query_pairs() -> tuple[tuple[str, str], ...]:
+    if not request.environ.get("QUERY_STRING"):
+        return ()  # no query: nothing to parse (werkzeug would still build an empty MultiDict)
     limit = bridge_config().limits.max_query_params
     pairs = tuple(request.args.items(multi=True))
     if len(pairs) > limit:
@@ -121,8 +123,7 @@ def single_origin() -> str | None:
 def upstream_request(upstream: UpstreamConfig, method: str,
                      query: tuple[tuple[str, str], ...],
                      headers: tuple[tuple[str, str], ...]) -> UpstreamRequest:
-    segments = split_rest(raw_rest())
-    return UpstreamRequest(upstream=upstream, method=method, path=encode_rest(segments),
+    return UpstreamRequest(upstream=upstream, method=method, path=checked_path(raw_rest()),
                            query=query, headers=forward_request_headers(headers, upstream),
                            body=read_body() if method not in ("GET", "HEAD") else None,
                            request_id=current_request_id())

@@ -27,8 +27,10 @@ from bridge.cors import (
     origin_allowed,
     parse_origin_pattern,
 )
+from bridge.errors import InvalidPath
 from bridge.metrics import BridgeMetrics
 from bridge.observe import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
+from bridge.upstream import PATH_MEMO_CHARS, checked_path, encode_rest, split_rest
 from bridge.views import add_vary_origin
 
 
@@ -143,3 +145,22 @@ def test_a_remembered_primary_key_is_the_primary_key(case: str) -> None:
     for _ in range(2):  # the second time from the memo, when it is short enough to be kept
         assert remembered_primary_key(upstream, path, query, "cb") == \
             primary_key(upstream, path, query, "cb")
+
+
+PATHS = {"plain": "data.json", "nested": "a/b/c.json", "trailing": "items/", "encoded": "caf%C3%A9/x%20y",
+         "long": "a/" * (PATH_MEMO_CHARS // 2 + 1) + "b"}
+BAD_PATHS = {"dotdot": "a/../b", "encoded-dotdot": "a/%2e%2e/b", "encoded-slash": "a%2Fb",
+             "empty-segment": "a//b", "double-encoded": "%252e%252e/x", "bad-utf8": "%ff"}
+
+
+@pytest.mark.parametrize("raw", list(PATHS.values()), ids=list(PATHS))
+def test_a_remembered_path_is_the_checked_path(raw: str) -> None:
+    for _ in range(2):
+        assert checked_path(raw) == encode_rest(split_rest(raw))
+
+
+@pytest.mark.parametrize("raw", list(BAD_PATHS.values()), ids=list(BAD_PATHS))
+def test_a_refused_path_is_refused_every_time(raw: str) -> None:
+    for _ in range(2):
+        with pytest.raises(InvalidPath):
+            checked_path(raw)
