@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from flask import Flask, Response, current_app, g, request
 
@@ -65,6 +66,7 @@ def path_kind(blueprint: str | None, method: str, requests_method: bool) -> str:
     return "other"
 
 
+@lru_cache(maxsize=256)  # a few hundred distinct values at most: the ttl is the only number in them
 def cache_outcome(cache_status: str | None) -> str:
     """hit, stale or miss from an RFC 9211 ``Cache-Status`` value; "" when there is none."""
     if not cache_status:
