@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 import cachetools
@@ -75,6 +76,22 @@ def primary_key(upstream: str, path: str, query: Iterable[tuple[str, str]],
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
+# A hit's key is remembered for recent addresses and Accept values, so it costs no JSON, hash or regex;
+# only short ones, so that long urls and headers a client makes up cannot fill memory (at most about
+# KEY_MEMO_SIZE x KEY_MEMO_CHARS characters each).
+KEY_MEMO_SIZE = 1024
+KEY_MEMO_CHARS = 512
+_remembered_primary_key = lru_cache(maxsize=KEY_MEMO_SIZE)(primary_key)
+
+
+def remembered_primary_key(upstream: str, path: str, query: tuple[tuple[str, str], ...],
+                           callback_param: str = "callback") -> str:
+    """``primary_key``, remembered for the last ``KEY_MEMO_SIZE`` short addresses."""
+    if len(path) + sum(len(k) + len(v) + 2 for k, v in query) > KEY_MEMO_CHARS:
+        return primary_key(upstream, path, query, callback_param)
+    return _remembered_primary_key(upstream, path, query, callback_param)
+
+
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> str:
     """All values of one request header, joined as RFC 9110 section 5.3 allows, spaces normalised."""
     lowered = name.lower()
@@ -104,6 +121,9 @@ def accept_class(accept: str) -> str:
     return ",".join(ranges)
 
 
+_remembered_accept_class = lru_cache(maxsize=KEY_MEMO_SIZE)(accept_class)
+
+
 def variant_key(primary: str, vary: Iterable[str], headers: Iterable[tuple[str, str]]) -> str:
     """The entry's full key: the primary key plus Accept and every header the upstream varies on.
 
@@ -114,7 +134,9 @@ def variant_key(primary: str, vary: Iterable[str], headers: Iterable[tuple[str, 
     varied = {name.lower() for name in vary}
     parts = [primary]
     if "accept" not in varied:
-        parts.append("accept~" + accept_class(header_values(pairs, "accept")))
+        accept = header_values(pairs, "accept")
+        parts.append("accept~" + (_remembered_accept_class(accept) if len(accept) <= KEY_MEMO_CHARS
+                                  else accept_class(accept)))
     parts += [f"{name}:{header_values(pairs, name)}" for name in sorted(varied)]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=20).hexdigest()
 

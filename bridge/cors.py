@@ -24,6 +24,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 # Limits on Access-Control-Request-Headers: browsers send a short, sorted list of lowercase names.
 MAX_REQUEST_HEADERS = 64
 MAX_REQUEST_HEADERS_LENGTH = 2048
+GRANT_MEMO_SIZE = 1024  # distinct origins remembered per policy
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ class CorsPolicy:
     def expose_headers_value(self) -> str:
         return ", ".join(self.expose_headers)
 
+    @cached_property
+    def grant_memo(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """``granted_headers``' answers by origin (bounded there): the policy never changes."""
+        return {}
+
 
 def origin_allowed(policy: CorsPolicy, origin: str | None) -> bool:
     """Whether a request carrying this Origin header value may be granted. Malformed: never."""
@@ -180,6 +186,22 @@ def grant_headers(policy: CorsPolicy, origin: str) -> list[tuple[str, str]]:
     if policy.expose_headers:
         headers.append(("Access-Control-Expose-Headers", policy.expose_headers_value))
     return headers
+
+
+def granted_headers(policy: CorsPolicy, origin: str) -> tuple[tuple[str, str], ...]:
+    """``grant_headers`` for an allowed origin, ``()`` for any other: what an actual response gets.
+
+    Remembered per policy and origin, so a page's repeated requests match and build nothing again;
+    the memo is emptied when full, so origins a client makes up cannot grow it without bound.
+    """
+    memo = policy.grant_memo
+    grant = memo.get(origin)
+    if grant is None:
+        grant = tuple(grant_headers(policy, origin)) if origin_allowed(policy, origin) else ()
+        if len(memo) >= GRANT_MEMO_SIZE:
+            memo.clear()
+        memo[origin] = grant
+    return grant
 
 
 def parse_request_headers(value: str | None) -> tuple[str, ...] | None:

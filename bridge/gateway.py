@@ -28,7 +28,7 @@ from .cache import (
     new_entry,
     not_modified,
     not_modified_response,
-    primary_key,
+    remembered_primary_key,
     renewed_headers,
     response_vary,
     retention,
@@ -97,9 +97,11 @@ class Gateway:
             return Answer(self.client.send(request), cache_status=status_forward("bypass"))
         # The client's validators are answered from the entry (Answer.conditional); sent upstream
         # they could only earn a 304 there is nothing to store from.
-        request = replace(request, headers=tuple(
-            (k, v) for k, v in request.headers if k.lower() not in CONDITIONAL_HEADERS))
-        primary = primary_key(request.upstream.name, request.path, request.query, cache.callback_param)
+        if any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
+            request = replace(request, headers=tuple(
+                (k, v) for k, v in request.headers if k.lower() not in CONDITIONAL_HEADERS))
+        primary = remembered_primary_key(request.upstream.name, request.path, request.query,
+                                         cache.callback_param)
         vary = cache.store.get_vary(primary)
         key = variant_key(primary, vary or (), request.headers)
         entry = cache.store.get(key)

@@ -85,9 +85,10 @@ def _has_control(text: str) -> bool:
 def check_request_shape() -> Response | None:
     """Refuse requests too long or too odd to be a browser's, before any other work is done."""
     config: Config = current_app.extensions["bridge.config"]
-    environ = request.environ
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
+    environ = req.environ
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    length = len(raw) if raw else len(request.full_path)
+    length = len(raw) if raw else len(req.full_path)
     if length > config.limits.max_url_length:
         raise UriTooLong(f"the url is {length} characters long; the limit is "
                          f"{config.limits.max_url_length}")
@@ -101,18 +102,19 @@ def check_request_shape() -> Response | None:
         if _has_control(value):
             name = key[5:].replace("_", "-").title()
             raise BadRequest(f"the {name} header contains a control character")
-    path = urlsplit(raw).path if raw else request.path
+    parts = urlsplit(raw) if raw else None
+    path = parts.path if parts is not None else req.path
     # Checked here, before routing's own answers, for every path (not only /cors/ and /jsonp/):
     # routing would fail a decoded newline as a bare 404, or merge "//" and redirect.
-    if "//" in path or "//" in request.path or _has_control(request.path):
+    if "//" in path or "//" in req.path or _has_control(req.path):
         raise InvalidPath("the path has an empty segment ('//') or a control character")
-    query = urlsplit(raw).query if raw else environ.get("QUERY_STRING", "")
+    query = parts.query if parts is not None else environ.get("QUERY_STRING", "")
     # The JSONP callback never travels on; its grammar refuses it with the more precise message.
-    callback = config.jsonp.callback_param if request.blueprint == "jsonp" else None
+    callback = config.jsonp.callback_param if req.blueprint == "jsonp" else None
     if query and any(_has_control(k) or (_has_control(v) and k != callback)
-                     for k, v in request.args.items(multi=True)):
+                     for k, v in req.args.items(multi=True)):
         raise BadRequest("a query parameter contains a control character (such as %00, %0A or %0D)")
-    redirect = request.routing_exception
+    redirect = req.routing_exception
     if isinstance(redirect, RequestRedirect):
         # Werkzeug writes the Host header into an absolute Location ("/cors/api" -> "/cors/api/");
         # a relative one says the same and cannot be spoofed into pointing at another site.

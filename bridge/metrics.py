@@ -14,6 +14,7 @@ client cannot grow the number of series. This module counts; it does not decide,
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -44,11 +45,19 @@ class BridgeMetrics:
                                           "Time from sending to an upstream to its whole answer",
                                           ["upstream", "outcome"], buckets=LATENCY_BUCKETS,
                                           registry=self.registry)
-        for event in CACHE_EVENTS:  # present at zero from the start, so rate() works at once
-            self.cache_events.labels(event)
+        # The children by label values, bound once: ``labels()`` validates and locks on every call,
+        # which was a visible part of a cache hit. Every label value is bounded (see above), so are these.
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        # Present at zero from the start, so rate() works at once.
+        self._event_children = {event: self.cache_events.labels(event) for event in CACHE_EVENTS}
 
     def record_access(self, record: AccessRecord) -> None:
-        self.requests.labels(record.kind, record.upstream, str(record.status)).inc()
+        key = (record.kind, record.upstream, record.status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(record.kind, record.upstream,
+                                                                        str(record.status))
+        child.inc()
         if record.status == 429:
             self.rate_limited.labels(record.kind, record.upstream).inc()
         if record.error:
@@ -60,8 +69,9 @@ class BridgeMetrics:
 
     def cache_event(self, name: str) -> None:
         """The cache's event hook (``cache.EVENTS``: hit, miss, stale, eviction, ...); others ignored."""
-        if name in CACHE_EVENTS:
-            self.cache_events.labels(name).inc()
+        child = self._event_children.get(name)
+        if child is not None:
+            child.inc()
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
@@ -140,6 +141,26 @@ def split_rest(raw_rest: str) -> tuple[str, ...]:
 
 def encode_rest(segments: Iterable[str]) -> str:
     return "/".join(quote(segment, safe=_PCHAR_SAFE) for segment in segments)
+
+
+PATH_MEMO_SIZE = 1024
+PATH_MEMO_CHARS = 512  # longer paths are checked every time, so made-up ones cannot fill memory
+
+
+@lru_cache(maxsize=PATH_MEMO_SIZE)
+def _remembered_path(raw_rest: str) -> str:
+    return encode_rest(split_rest(raw_rest))
+
+
+def checked_path(raw_rest: str) -> str:
+    """``encode_rest(split_rest(raw_rest))``: the upstream path of a checked REST, or InvalidPath.
+
+    Remembered for recent short paths, so a hit does not decode and check the same segments again;
+    refusals are not remembered (``lru_cache`` keeps no exceptions) and are raised every time.
+    """
+    if len(raw_rest) > PATH_MEMO_CHARS:
+        return encode_rest(split_rest(raw_rest))
+    return _remembered_path(raw_rest)
 
 
 def upstream_url(base: str, path: str, query: Iterable[tuple[str, str]] = ()) -> str:

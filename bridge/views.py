@@ -9,14 +9,17 @@ error handler.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.datastructures import Headers
+from werkzeug.http import parse_set_header
 
 from . import jsonp as jsonp_policy
 from .config import Config, UpstreamConfig
-from .cors import CorsPolicy, grant_headers, origin_allowed, preflight_verdict
+from .cors import CorsPolicy, granted_headers, origin_allowed, preflight_verdict
 from .errors import (
     BadRequest,
     BridgeError,
@@ -30,7 +33,7 @@ from .errors import (
 )
 from .gateway import Answer, Gateway
 from .observe import current_request_id
-from .upstream import UpstreamRequest, encode_rest, forward_request_headers, split_rest
+from .upstream import UpstreamRequest, checked_path, forward_request_headers
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Response headers a page can read without being told (Fetch: CORS-safelisted response-header names)
@@ -80,6 +83,8 @@ def raw_rest() -> str:
 
 
 def query_pairs() -> tuple[tuple[str, str], ...]:
+    if not request.environ.get("QUERY_STRING"):
+        return ()  # no query: nothing to parse (werkzeug would still build an empty MultiDict)
     limit = bridge_config().limits.max_query_params
     pairs = tuple(request.args.items(multi=True))
     if len(pairs) > limit:
@@ -99,8 +104,15 @@ def read_body() -> bytes | None:
     return data
 
 
+def origin_values() -> list[str]:
+    """The request's Origin values. The WSGI environ holds at most one (``HTTP_ORIGIN``), so this is
+    one lookup; werkzeug's ``getlist`` would title-case every header of the request to find it."""
+    origin = request.headers.get("Origin")
+    return [] if origin is None else [origin]
+
+
 def single_origin() -> str | None:
-    origins = request.headers.getlist("Origin")
+    origins = origin_values()
     # WSGI servers (gunicorn, werkzeug) join a repeated header with commas into one value, and no
     # serialised origin contains a comma: either way the client sent Origin more than once.
     if len(origins) > 1 or any("," in origin for origin in origins):
@@ -111,8 +123,7 @@ def single_origin() -> str | None:
 def upstream_request(upstream: UpstreamConfig, method: str,
                      query: tuple[tuple[str, str], ...],
                      headers: tuple[tuple[str, str], ...]) -> UpstreamRequest:
-    segments = split_rest(raw_rest())
-    return UpstreamRequest(upstream=upstream, method=method, path=encode_rest(segments),
+    return UpstreamRequest(upstream=upstream, method=method, path=checked_path(raw_rest()),
                            query=query, headers=forward_request_headers(headers, upstream),
                            body=read_body() if method not in ("GET", "HEAD") else None,
                            request_id=current_request_id())
@@ -171,9 +182,9 @@ def cors_proxy(name: str, rest: str = "") -> Response:
     if request.method not in upstream.methods:
         raise MethodNotAllowed(f"method {request.method} is not configured for api {name!r}",
                                upstream.methods)
-    forwarded = upstream_request(upstream, request.method, query_pairs(),
-                                 tuple(request.headers.items()))
-    answer = gateway().fetch(forwarded).conditional(request.headers.items())
+    request_headers = tuple(request.headers.items())
+    forwarded = upstream_request(upstream, request.method, query_pairs(), request_headers)
+    answer = gateway().fetch(forwarded).conditional(request_headers)
     response = Response(answer.response.body, status=answer.response.status,
                         headers=answer_headers(answer))
     if "Content-Type" not in response.headers or request.method == "HEAD":
@@ -195,17 +206,34 @@ def add_cors_grant(response: Response) -> Response:
 
     Preflights are left exactly as the view answered them: a refused preflight grants nothing.
     """
-    response.vary.add("Origin")
+    add_vary_origin(response.headers)
     if is_preflight() or "Access-Control-Allow-Origin" in response.headers:
         return response
-    origins = request.headers.getlist("Origin")
+    origins = origin_values()
     if len(origins) != 1:
         return response
     policy = cors_policy_for((request.view_args or {}).get("name"))
-    if origin_allowed(policy, origins[0]):
-        for header, value in grant_headers(policy, origins[0]):
-            response.headers[header] = value
+    for header, value in granted_headers(policy, origins[0]):
+        response.headers[header] = value
     return response
+
+
+@lru_cache(maxsize=256)
+def _vary_with_origin(vary: str | None) -> str | None:
+    """The Vary value werkzeug's ``response.vary.add("Origin")`` writes for ``vary``; None when it
+    leaves the header alone (Origin already named). Computed by werkzeug itself, once per value."""
+    names = parse_set_header(vary)
+    if "origin" in names:
+        return None
+    names.add("Origin")
+    return names.to_header()
+
+
+def add_vary_origin(headers: Headers) -> None:
+    """``response.vary.add("Origin")`` without parsing and rebuilding the same Vary every time."""
+    new = _vary_with_origin(headers.get("Vary"))
+    if new is not None:
+        headers["Vary"] = new
 
 
 # --- JSONP ---

@@ -1,0 +1,166 @@
+"""The hit path's shortcuts say exactly what the long way says.
+
+Each memo or hand-built piece that makes a cache hit cheaper is checked here against the code it
+stands in for: the access line against ``json.dumps``, the remembered CORS grant against
+``origin_allowed`` + ``grant_headers``, the remembered Vary against werkzeug's ``response.vary.add``,
+the pre-bound metric children against the counters they count into.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from flask import Response
+from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.cache import KEY_MEMO_CHARS, primary_key, remembered_primary_key
+from bridge.cors import (
+    GRANT_MEMO_SIZE,
+    CorsPolicy,
+    grant_headers,
+    granted_headers,
+    origin_allowed,
+    parse_origin_pattern,
+)
+from bridge.errors import InvalidPath
+from bridge.metrics import BridgeMetrics
+from bridge.observe import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
+from bridge.upstream import PATH_MEMO_CHARS, checked_path, encode_rest, split_rest
+from bridge.views import add_vary_origin
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text(), st.text(), st.integers(100, 599), st.text(),
+       st.floats(min_value=0, max_value=1e5), st.text(), st.text())
+def test_the_access_line_is_what_json_dumps_writes(method: str, kind: str, upstream: str, status: int,
+                                                    cache: str, duration: float, request_id: str,
+                                                    error: str) -> None:
+    record = AccessRecord(method, kind, upstream, status, cache, duration, request_id, error)
+    expected = json.dumps({"method": method, "kind": kind, "upstream": upstream, "status": status,
+                           "cache": cache, "duration": round(duration, 6), "request_id": request_id,
+                           "error": error}, separators=(",", ":"))
+    assert access_line(record) == expected
+
+
+POLICIES = {
+    "exact": CorsPolicy(origins=(parse_origin_pattern("https://app.example"),)),
+    "wildcard-credentials": CorsPolicy(origins=(parse_origin_pattern("https://*.example.org"),),
+                                       allow_credentials=True, expose_headers=("ETag", "X-Total")),
+    "any": CorsPolicy(allows_any_origin=True, expose_headers=("ETag",)),
+    "any-credentials": CorsPolicy(allows_any_origin=True, allow_credentials=True),
+}
+ORIGINS = ["https://app.example", "https://evil.example", "https://a.example.org",
+           "https://example.org", "https://a.example.org.evil.com", "null", "HTTPS://APP.EXAMPLE",
+           "https://app.example:443", "not an origin", ""]
+
+
+@pytest.mark.parametrize("policy_name", list(POLICIES))
+@pytest.mark.parametrize("origin", ORIGINS, ids=[o or "empty" for o in ORIGINS])
+def test_a_remembered_grant_is_the_grant(policy_name: str, origin: str) -> None:
+    policy = POLICIES[policy_name]
+    expected = tuple(grant_headers(policy, origin)) if origin_allowed(policy, origin) else ()
+    assert granted_headers(policy, origin) == expected
+    assert granted_headers(policy, origin) == expected  # asked again: from the memo
+
+
+def test_the_grant_memo_stays_bounded_and_right() -> None:
+    policy = CorsPolicy(origins=(parse_origin_pattern("https://*.example.org"),))
+    for n in range(GRANT_MEMO_SIZE * 2 + 5):
+        origin = f"https://h{n}.example.org"
+        assert granted_headers(policy, origin) == (("Access-Control-Allow-Origin", origin),)
+        assert len(policy.grant_memo) <= GRANT_MEMO_SIZE
+    assert granted_headers(policy, "https://h1.evil.org") == ()
+
+
+VARY_LISTS = [[], ["Accept"], ["origin"], ["Origin"], ["accept,  Accept-Language"], ["*"],
+              ["Accept", "Accept-Language"], ["Accept-Language", "origin"], ["ORIGIN, Accept"], [""],
+              ['"quoted", Accept']]
+
+
+@pytest.mark.parametrize("vary", VARY_LISTS, ids=[repr(v) for v in VARY_LISTS])
+def test_vary_gains_origin_exactly_as_werkzeug_adds_it(vary: list[str]) -> None:
+    headers = [("Content-Type", "application/json"), *[("Vary", v) for v in vary], ("ETag", '"1"')]
+    expected, got = Response(b"", headers=headers), Response(b"", headers=headers)
+    expected.vary.add("Origin")
+    add_vary_origin(got.headers)
+    add_vary_origin(got.headers)  # a second time changes nothing, as vary.add would not
+    assert got.headers.to_wsgi_list() == expected.headers.to_wsgi_list()
+
+
+def test_prebound_children_count_into_the_registry() -> None:
+    metrics = BridgeMetrics()
+    record = AccessRecord("GET", "cors", "api", 200, "hit", 0.001, "id")
+    for _ in range(3):
+        metrics.record_access(record)
+    metrics.cache_event("hit")
+    metrics.cache_event("hit")
+    metrics.cache_event("not-an-event")
+    sample = metrics.registry.get_sample_value
+    assert sample("bridge_requests_total", {"kind": "cors", "upstream": "api", "status": "200"}) == 3
+    assert sample("bridge_cache_events_total", {"event": "hit"}) == 2
+    assert sample("bridge_cache_events_total", {"event": "miss"}) == 0
+
+
+def test_the_default_handler_writes_the_line_the_long_way_would(client: FlaskClient) -> None:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = next(h for h in logger.handlers if isinstance(h, _BareLines))
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    # pytest's log capture hangs its own handlers here too; alone, ours writes lines itself.
+    others = logger.handlers[:]
+    logger.handlers = [handler]
+    try:
+        assert handler.writes_bare(logger)
+        client.get("/cors/api/", headers={"X-Request-ID": "short-way"})
+        any_filter = logging.Filter()  # passes everything, but a filter sends lines the long way
+        handler.addFilter(any_filter)
+        assert not handler.writes_bare(logger)
+        client.get("/cors/api/", headers={"X-Request-ID": "long-way"})
+        handler.removeFilter(any_filter)
+    finally:
+        logger.handlers = others
+        handler.setStream(previous)  # type: ignore[arg-type]
+    short, long = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (short["request_id"], long["request_id"]) == ("short-way", "long-way")
+    assert {k: v for k, v in short.items() if k not in ("request_id", "duration", "cache")} == \
+        {k: v for k, v in long.items() if k not in ("request_id", "duration", "cache")}
+
+
+KEY_CASES = {
+    "plain": ("api", "items", ()),
+    "query": ("api", "items/1", (("b", "2"), ("callback", "cb"), ("a", "1"))),
+    "long": ("api", "x" * (KEY_MEMO_CHARS + 1), (("q", "y" * 10),)),
+    "long-query": ("api", "items", tuple((f"k{n}", "v" * 40) for n in range(20))),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_CASES))
+def test_a_remembered_primary_key_is_the_primary_key(case: str) -> None:
+    upstream, path, query = KEY_CASES[case]
+    for _ in range(2):  # the second time from the memo, when it is short enough to be kept
+        assert remembered_primary_key(upstream, path, query, "cb") == \
+            primary_key(upstream, path, query, "cb")
+
+
+PATHS = {"plain": "data.json", "nested": "a/b/c.json", "trailing": "items/", "encoded": "caf%C3%A9/x%20y",
+         "long": "a/" * (PATH_MEMO_CHARS // 2 + 1) + "b"}
+BAD_PATHS = {"dotdot": "a/../b", "encoded-dotdot": "a/%2e%2e/b", "encoded-slash": "a%2Fb",
+             "empty-segment": "a//b", "double-encoded": "%252e%252e/x", "bad-utf8": "%ff"}
+
+
+@pytest.mark.parametrize("raw", list(PATHS.values()), ids=list(PATHS))
+def test_a_remembered_path_is_the_checked_path(raw: str) -> None:
+    for _ in range(2):
+        assert checked_path(raw) == encode_rest(split_rest(raw))
+
+
+@pytest.mark.parametrize("raw", list(BAD_PATHS.values()), ids=list(BAD_PATHS))
+def test_a_refused_path_is_refused_every_time(raw: str) -> None:
+    for _ in range(2):
+        with pytest.raises(InvalidPath):
+            checked_path(raw)
