@@ -3,7 +3,8 @@ PYTHON ?= python3
 BRIDGE_BIND ?= 127.0.0.1:8000
 DEMO_BIND   ?= 127.0.0.1:8001
 PAGE_BIND   ?= 127.0.0.1:8002
-export DEMO_URL ?= http://$(DEMO_BIND)/
+# Not exported: `make test` would hand its own value down to the `make run` a test starts.
+DEMO_URL := http://$(DEMO_BIND)/
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -25,17 +26,18 @@ $(NODE_STAMP): legacy_client/package.json legacy_client/package-lock.json
 	touch $(NODE_STAMP)
 
 run: install
-	@$(BIN)/python app.py --config wsgi.ini --check
+	@DEMO_URL=$(DEMO_URL) $(BIN)/python app.py --config wsgi.ini --check
 	@$(BIN)/python -m bridge.demo --bind $(DEMO_BIND) & demo=$$!; \
-	$(BIN)/python -m bridge.page --config wsgi.ini --bind $(PAGE_BIND) \
+	DEMO_URL=$(DEMO_URL) $(BIN)/python -m bridge.page --config wsgi.ini --bind $(PAGE_BIND) \
 		--bridge http://$(BRIDGE_BIND) & page=$$!; \
 	trap 'kill $$demo $$page 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m bridge.demo --bind $(DEMO_BIND) --wait 60 || exit 1; \
 	echo ""; \
 	echo "  bridge:        http://$(BRIDGE_BIND)/   (try: curl http://$(BRIDGE_BIND)/cors/demo/)"; \
 	echo "  demo upstream: $(DEMO_URL)"; \
 	echo "  compare page:  http://$(PAGE_BIND)/   (CORS and JSONP side by side, on another origin)"; \
 	echo ""; \
-	$(BIN)/python app.py --config wsgi.ini --bind $(BRIDGE_BIND)
+	DEMO_URL=$(DEMO_URL) $(BIN)/python app.py --config wsgi.ini --bind $(BRIDGE_BIND)
 
 lint: install
 	$(BIN)/ruff check .

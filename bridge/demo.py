@@ -9,6 +9,8 @@ server-side, and text that needs script-safe escaping.
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 import time
 
 from flask import Flask, Response, jsonify, request
@@ -76,11 +78,30 @@ def create_demo_app() -> Flask:
     return app
 
 
+def wait_listening(host: str, port: int, seconds: float) -> bool:
+    """True once something accepts TCP connections on host:port, False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="serve the bridge's demo upstream")
     parser.add_argument("--bind", default="127.0.0.1:8001")
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="do not serve: wait until the demo listens on --bind, then exit "
+                             "(make run uses it so the bridge never starts before its upstream)")
     args = parser.parse_args()
     host, _, port = args.bind.rpartition(":")
+    if args.wait is not None:
+        if not wait_listening(host, int(port), args.wait):
+            sys.exit(f"bridge.demo: nothing listens on {args.bind} after {args.wait:g}s")
+        return
     from werkzeug.serving import run_simple
 
     run_simple(host, int(port), create_demo_app(), threaded=True)

@@ -104,7 +104,7 @@ def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
     try:
         wait_ready(f"http://127.0.0.1:{bridge}/healthz", process, seconds=120)
         response = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/", timeout=10)
-        assert response.status_code == 200
+        assert response.status_code == 200, (response.text, (tmp_path / "out.log").read_text())
         assert response.json()["name"] == "demo"
         whoami = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/whoami", timeout=10).json()
         assert whoami["api_key_present"] is True  # the bridge's server-side header arrived
