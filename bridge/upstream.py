@@ -269,7 +269,13 @@ def _read_body(response: requests.Response, upstream: UpstreamConfig, deadline: 
         if sock is not None:
             sock.settimeout(remaining)
         try:
-            chunk = raw.read1(CHUNK)
+            # Decoded here (gzip, deflate): the bridge drops Content-Encoding and sends its own
+            # headers, so the body it keeps must be the plain one. urllib3 inflates at most CHUNK
+            # bytes per call, so the cap below counts decoded bytes and a small bomb cannot balloon.
+            chunk = raw.read1(CHUNK, decode_content=True)
+        except urllib3.exceptions.DecodeError:
+            raise UpstreamError(f"upstream {upstream.name!r} sent a body that does not decode as its "
+                                f"Content-Encoding says") from None
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
                                   f"{upstream.timeout:g}s") from None
