@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--html", help="also write pyinstrument's HTML here")
     parser.add_argument("--timing-only", action="store_true",
                         help="no profile: the best of 5 timed runs of each, bridge and floor")
+    parser.add_argument("--no-hit-path", action="store_true",
+                        help="leave fresh hits to the Flask views (bridge/hitpath.py off), to compare")
     args = parser.parse_args()
     from pyinstrument import Profiler
 
@@ -88,7 +90,7 @@ def main() -> None:
     ini += f"\n[upstream:miss]\nurl = {url}\nallow_private = true\nttl = 0\n"
     ini = ini.replace("allow_origins = http://127.0.0.1:8002 http://localhost:8002",
                       f"allow_origins = {ORIGIN}")
-    app = create_app(parse_config(ini, source="profile.ini", env={}))
+    app = create_app(parse_config(ini, source="profile.ini", env={}), hit_path=not args.no_hit_path)
     # The access line is still formatted and written (its cost is part of a hit), just not to the tty.
     for handler in logging.getLogger("bridge.access").handlers:
         if isinstance(handler, logging.StreamHandler):

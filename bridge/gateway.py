@@ -100,12 +100,7 @@ class Gateway:
         if any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
             request = replace(request, headers=tuple(
                 (k, v) for k, v in request.headers if k.lower() not in CONDITIONAL_HEADERS))
-        primary = remembered_primary_key(request.upstream.name, request.path, request.query,
-                                         cache.callback_param)
-        vary = cache.store.get_vary(primary)
-        key = variant_key(primary, vary or (), request.headers)
-        entry = cache.store.get(key)
-        now = cache.clock()
+        primary, vary, key, entry, now = self._look_up(cache, request)
         if entry is not None and entry.is_fresh(now):
             cache.event("hit")
             return self._entry_answer(entry, key, status_hit(entry.ttl(now)), now)
@@ -131,6 +126,32 @@ class Gateway:
                           shared.entry, shared.remember)
         # What the fetcher got may not be shared (no-store, private, another variant): ask ourselves.
         return Answer(self.client.send(request), cache_status=status_forward(reason))
+
+    def fresh_hit(self, request: UpstreamRequest) -> Answer | None:
+        """The answer to a plain GET when the cache holds a fresh entry for it, else None.
+
+        Counts nothing and asks no upstream: ``hitpath.py`` counts the hit once it serves it, and
+        hands every other request to the views, whose ``fetch`` decides it.
+        """
+        cache = self.cache
+        if (cache is None or request.upstream.ttl <= 0 or request.method != "GET"
+                or request.body is not None
+                or any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers)):
+            return None
+        _, _, key, entry, now = self._look_up(cache, request)
+        if entry is None or not entry.is_fresh(now):
+            return None
+        return self._entry_answer(entry, key, status_hit(entry.ttl(now)), now)
+
+    @staticmethod
+    def _look_up(cache: Cache, request: UpstreamRequest
+                 ) -> tuple[str, tuple[str, ...] | None, str, CacheEntry | None, float]:
+        """The request's primary key, the Vary stored for it, its variant key, entry and the time."""
+        primary = remembered_primary_key(request.upstream.name, request.path, request.query,
+                                         cache.callback_param)
+        vary = cache.store.get_vary(primary)
+        key = variant_key(primary, vary or (), request.headers)
+        return primary, vary, key, cache.store.get(key), cache.clock()
 
     def _entry_answer(self, entry: CacheEntry, key: str, status: str, now: float) -> Answer:
         store = self.cache.store if self.cache is not None else None

@@ -29,6 +29,7 @@ from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
+from werkzeug.wrappers import Request
 
 from .config import Config
 from .errors import BadRequest, HeadersTooLarge, InvalidPath, RateLimited, UriTooLong
@@ -82,10 +83,9 @@ def _has_control(text: str) -> bool:
     return not _CONTROL.isdisjoint(text)
 
 
-def check_request_shape() -> Response | None:
-    """Refuse requests too long or too odd to be a browser's, before any other work is done."""
-    config: Config = current_app.extensions["bridge.config"]
-    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
+def refuse_odd_shape(req: Request, config: Config, callback_param: str | None) -> None:
+    """Raise the refusal for a request too long or too odd to be a browser's; ``callback_param`` is
+    the JSONP callback's name on the JSONP path (its grammar refuses it with a more precise message)."""
     environ = req.environ
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     length = len(raw) if raw else len(req.full_path)
@@ -109,11 +109,16 @@ def check_request_shape() -> Response | None:
     if "//" in path or "//" in req.path or _has_control(req.path):
         raise InvalidPath("the path has an empty segment ('//') or a control character")
     query = parts.query if parts is not None else environ.get("QUERY_STRING", "")
-    # The JSONP callback never travels on; its grammar refuses it with the more precise message.
-    callback = config.jsonp.callback_param if req.blueprint == "jsonp" else None
-    if query and any(_has_control(k) or (_has_control(v) and k != callback)
+    if query and any(_has_control(k) or (_has_control(v) and k != callback_param)
                      for k, v in req.args.items(multi=True)):
         raise BadRequest("a query parameter contains a control character (such as %00, %0A or %0D)")
+
+
+def check_request_shape() -> Response | None:
+    """Refuse requests too long or too odd to be a browser's, before any other work is done."""
+    config: Config = current_app.extensions["bridge.config"]
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not eight
+    refuse_odd_shape(req, config, config.jsonp.callback_param if req.blueprint == "jsonp" else None)
     redirect = req.routing_exception
     if isinstance(redirect, RequestRedirect):
         # Werkzeug writes the Host header into an absolute Location ("/cors/api" -> "/cors/api/");

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
@@ -106,11 +106,18 @@ def _error_code(response: Response) -> str:
     """The ``error`` code of a bridge refusal; read only from small JSON error bodies."""
     if response.status_code < 400 or response.mimetype != "application/json" or response.is_streamed:
         return ""
+    return error_code_of(response.status_code, response.mimetype, response.get_data())
+
+
+def error_code_of(status: int, mimetype: str | None, body: bytes) -> str:
+    """The ``error`` member of a JSON answer of status 400 or more, else ""."""
+    if status < 400 or mimetype != "application/json":
+        return ""
     try:
-        body = json.loads(response.get_data())
+        document = json.loads(body)
     except ValueError:
         return ""
-    code = body.get("error") if isinstance(body, dict) else None
+    code = document.get("error") if isinstance(document, dict) else None
     return code if isinstance(code, str) else ""
 
 
@@ -170,10 +177,28 @@ def _access_logger() -> logging.Logger:
     return logger
 
 
+class Recorder:
+    """Hands each finished request's record to the listeners and writes its access line."""
+
+    def __init__(self, listeners: list[Listener], logger: logging.Logger) -> None:
+        self.listeners = listeners
+        self.logger = logger
+
+    def record(self, record: AccessRecord) -> None:
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:  # a broken listener must not turn an answer into a 500
+                logging.getLogger(__name__).exception("access listener %r failed", listener)
+        if self.logger.isEnabledFor(logging.INFO):
+            _log_line(self.logger, access_line(record))
+
+
 def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listener]:
     """Give every request of ``app`` an id and an access record; returns the listener list to extend."""
     all_listeners: list[Listener] = list(listeners or [])
     logger = _access_logger()
+    recorder = Recorder(all_listeners, logger)
     upstream_names = frozenset(app.extensions["bridge.config"].upstreams)
 
     @app.before_request
@@ -197,14 +222,9 @@ def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listene
             request_id=request_id,
             error=_error_code(response),
         )
-        for listener in all_listeners:
-            try:
-                listener(record)
-            except Exception:  # a broken listener must not turn an answer into a 500
-                current_app.logger.exception("access listener %r failed", listener)
-        if logger.isEnabledFor(logging.INFO):
-            _log_line(logger, access_line(record))
+        recorder.record(record)
         return response
 
     app.extensions["bridge.access_listeners"] = all_listeners
+    app.extensions["bridge.access_recorder"] = recorder
     return all_listeners

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import Headers
 from werkzeug.http import parse_set_header
+from werkzeug.wrappers import Request
 
 from . import jsonp as jsonp_policy
 from .config import Config, UpstreamConfig
@@ -67,26 +68,29 @@ def find_upstream(name: str) -> UpstreamConfig:
     return upstream
 
 
-def raw_rest() -> str:
+# The request-reading helpers take werkzeug's Request (Flask's is one) so that hitpath.py, which
+# answers fresh cache hits before Flask, reads a request exactly as the views do.
+
+
+def raw_rest(req: Request) -> str:
     """The REST of ``/KIND/NAME/REST`` as the client sent it, still percent-encoded.
 
     Werkzeug decodes PATH_INFO, which would turn ``%2F`` into a real separator; the raw request
     line keeps the difference, so an encoded slash or dot is seen for what it is.
     """
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
-    path = urlsplit(raw).path if raw else request.path
-    root = request.script_root
+    raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI")
+    path = urlsplit(raw).path if raw else req.path
+    root = req.script_root
     if root and path.startswith(root):
         path = path[len(root):]
     parts = path.split("/", 3)  # "", KIND, NAME, REST
     return parts[3] if len(parts) == 4 else ""
 
 
-def query_pairs() -> tuple[tuple[str, str], ...]:
-    if not request.environ.get("QUERY_STRING"):
+def query_pairs(req: Request, limit: int) -> tuple[tuple[str, str], ...]:
+    if not req.environ.get("QUERY_STRING"):
         return ()  # no query: nothing to parse (werkzeug would still build an empty MultiDict)
-    limit = bridge_config().limits.max_query_params
-    pairs = tuple(request.args.items(multi=True))
+    pairs = tuple(req.args.items(multi=True))
     if len(pairs) > limit:
         raise BadRequest(f"more than {limit} query parameters")
     return pairs
@@ -104,15 +108,15 @@ def read_body() -> bytes | None:
     return data
 
 
-def origin_values() -> list[str]:
+def origin_values(req: Request) -> list[str]:
     """The request's Origin values. The WSGI environ holds at most one (``HTTP_ORIGIN``), so this is
     one lookup; werkzeug's ``getlist`` would title-case every header of the request to find it."""
-    origin = request.headers.get("Origin")
+    origin = req.headers.get("Origin")
     return [] if origin is None else [origin]
 
 
-def single_origin() -> str | None:
-    origins = origin_values()
+def single_origin(req: Request) -> str | None:
+    origins = origin_values(req)
     # WSGI servers (gunicorn, werkzeug) join a repeated header with commas into one value, and no
     # serialised origin contains a comma: either way the client sent Origin more than once.
     if len(origins) > 1 or any("," in origin for origin in origins):
@@ -120,13 +124,19 @@ def single_origin() -> str | None:
     return origins[0] if origins else None
 
 
-def upstream_request(upstream: UpstreamConfig, method: str,
-                     query: tuple[tuple[str, str], ...],
-                     headers: tuple[tuple[str, str], ...]) -> UpstreamRequest:
-    return UpstreamRequest(upstream=upstream, method=method, path=checked_path(raw_rest()),
+def upstream_request(req: Request, upstream: UpstreamConfig, method: str,
+                     query: tuple[tuple[str, str], ...], headers: tuple[tuple[str, str], ...],
+                     body: bytes | None, request_id: str | None) -> UpstreamRequest:
+    return UpstreamRequest(upstream=upstream, method=method, path=checked_path(raw_rest(req)),
                            query=query, headers=forward_request_headers(headers, upstream),
-                           body=read_body() if method not in ("GET", "HEAD") else None,
-                           request_id=current_request_id())
+                           body=body, request_id=request_id)
+
+
+def jsonp_request_headers(req: Request) -> tuple[tuple[str, str], ...]:
+    """What the JSONP path sends upstream of the browser's headers: it asks for JSON only, and the
+    client's validators describe the wrapped script, not the upstream's JSON, so they stay here."""
+    return (("Accept", "application/json"),
+            *((k, v) for k, v in req.headers.items() if k.lower() not in JSONP_DROPPED_REQUEST_HEADERS))
 
 
 def answer_headers(answer: Answer) -> list[tuple[str, str]]:
@@ -136,6 +146,26 @@ def answer_headers(answer: Answer) -> list[tuple[str, str]]:
     if answer.age is not None:
         headers.append(("Age", str(answer.age)))
     return headers
+
+
+def proxied_headers(answer: Answer) -> Headers:
+    """The CORS path's headers for an upstream answer, before the grant (``grant_cors``)."""
+    headers = Headers(answer_headers(answer))
+    headers.setdefault("Content-Type", "application/octet-stream")
+    # Whatever the upstream sends is data, never a page on the bridge's origin: an upstream that
+    # reflects input into HTML must not become an XSS on the bridge.
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Content-Security-Policy"] = PROXIED_CSP
+    return headers
+
+
+def grant_cors(headers: Headers, policy: CorsPolicy, origins: list[str]) -> None:
+    """Every CORS-path answer varies by Origin; an allowed origin may read it, errors included."""
+    add_vary_origin(headers)
+    if "Access-Control-Allow-Origin" in headers or len(origins) != 1:
+        return
+    for header, value in granted_headers(policy, origins[0]):
+        headers[header] = value
 
 
 # --- core ---
@@ -165,7 +195,7 @@ def cors_policy_for(name: str | None) -> CorsPolicy:
 @cors.route("/<name>/<rest:rest>", methods=ALL_METHODS)
 def cors_proxy(name: str, rest: str = "") -> Response:
     upstream = find_upstream(name)
-    origin = single_origin()
+    origin = single_origin(request)
     if origin is not None and not origin_allowed(upstream.cors, origin):
         raise OriginNotAllowed(f"origin {origin!r} may not read api {name!r}; add it to "
                                "allow_origins in the bridge's config")
@@ -183,17 +213,13 @@ def cors_proxy(name: str, rest: str = "") -> Response:
         raise MethodNotAllowed(f"method {request.method} is not configured for api {name!r}",
                                upstream.methods)
     request_headers = tuple(request.headers.items())
-    forwarded = upstream_request(upstream, request.method, query_pairs(), request_headers)
+    forwarded = upstream_request(request, upstream, request.method,
+                                 query_pairs(request, bridge_config().limits.max_query_params),
+                                 request_headers,
+                                 read_body() if request.method not in ("GET", "HEAD") else None,
+                                 current_request_id())
     answer = gateway().fetch(forwarded).conditional(request_headers)
-    response = Response(answer.response.body, status=answer.response.status,
-                        headers=answer_headers(answer))
-    if "Content-Type" not in response.headers or request.method == "HEAD":
-        response.headers.setdefault("Content-Type", "application/octet-stream")
-    # Whatever the upstream sends is data, never a page on the bridge's origin: an upstream that
-    # reflects input into HTML must not become an XSS on the bridge.
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = PROXIED_CSP
-    return response
+    return Response(answer.response.body, status=answer.response.status, headers=proxied_headers(answer))
 
 
 def is_preflight() -> bool:
@@ -206,15 +232,11 @@ def add_cors_grant(response: Response) -> Response:
 
     Preflights are left exactly as the view answered them: a refused preflight grants nothing.
     """
-    add_vary_origin(response.headers)
-    if is_preflight() or "Access-Control-Allow-Origin" in response.headers:
+    if is_preflight():
+        add_vary_origin(response.headers)
         return response
-    origins = origin_values()
-    if len(origins) != 1:
-        return response
-    policy = cors_policy_for((request.view_args or {}).get("name"))
-    for header, value in granted_headers(policy, origins[0]):
-        response.headers[header] = value
+    grant_cors(response.headers, cors_policy_for((request.view_args or {}).get("name")),
+               origin_values(request))
     return response
 
 
@@ -239,21 +261,48 @@ def add_vary_origin(headers: Headers) -> None:
 # --- JSONP ---
 
 
+JSONP_CONTENT_TYPE = "text/javascript; charset=utf-8"  # RFC 9239
+
+
+def jsonp_headers(headers: list[tuple[str, str]] | None = None) -> Headers:
+    result = Headers(headers or [])
+    result["Content-Type"] = JSONP_CONTENT_TYPE
+    result["X-Content-Type-Options"] = "nosniff"
+    return result
+
+
 def _jsonp_script_response(callback: str, json_text: str, status: int,
                            headers: list[tuple[str, str]] | None = None) -> Response:
-    response = Response(jsonp_policy.script(callback, json_text), status=status,
-                        headers=headers or [],
-                        content_type="text/javascript; charset=utf-8")
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return Response(jsonp_policy.script(callback, json_text), status=status,
+                    headers=jsonp_headers(headers))
+
+
+def jsonp_params_of(req: Request, config: Config) -> jsonp_policy.JsonpParams:
+    return jsonp_policy.jsonp_params(req.args.to_dict(flat=False), config.jsonp.callback_param,
+                                     config.jsonp.max_callback_length)
+
+
+def jsonp_answer(answer: Answer, params: jsonp_policy.JsonpParams, upstream: UpstreamConfig,
+                 max_json_depth: int) -> tuple[bytes, int, Headers]:
+    """The script, status and headers of the JSONP path for an upstream answer."""
+    status = answer.response.status
+    body_json = answer.script_json(
+        lambda body: jsonp_policy.script_safe_json(body, max_json_depth) if body.strip() else "null")
+    all_headers = answer_headers(answer)
+    if params.envelope:
+        wrapped = jsonp_policy.envelope(status, envelope_headers(all_headers, upstream.cors), body_json)
+        status = 200
+    else:
+        wrapped = body_json
+    passed = [(k, v) for k, v in all_headers
+              if k.lower() in JSONP_PASSED_HEADERS or k in ("Cache-Status", "Age")]
+    return jsonp_policy.script(params.callback, wrapped), status, jsonp_headers(passed)
 
 
 def _current_jsonp_params() -> jsonp_policy.JsonpParams | None:
     """The callback and envelope of this request, or None when they are not valid."""
-    config = bridge_config().jsonp
     try:
-        return jsonp_policy.jsonp_params(request.args.to_dict(flat=False), config.callback_param,
-                                         config.max_callback_length)
+        return jsonp_params_of(request, bridge_config())
     except BridgeError:
         return None
 
@@ -290,31 +339,15 @@ def jsonp_proxy(name: str, rest: str = "") -> Response:
     if not upstream.jsonp:
         raise JsonpDisabled(f"JSONP is turned off for api {name!r}; use /cors/{name}/")
     config = bridge_config()
-    params = jsonp_policy.jsonp_params(request.args.to_dict(flat=False),
-                                       config.jsonp.callback_param,
-                                       config.jsonp.max_callback_length)
-    query = jsonp_policy.forwarded_query(query_pairs(), config.jsonp.callback_param)
-    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials. The
-    # client's validators describe the wrapped script, not the upstream's JSON: they stay here.
-    headers = tuple((k, v) for k, v in request.headers.items()
-                    if k.lower() not in JSONP_DROPPED_REQUEST_HEADERS)
-    forwarded = upstream_request(upstream, "GET", query,
-                                 (("Accept", "application/json"), *headers))
-    answer = gateway().fetch(forwarded)
-    status = answer.response.status
-    body_json = answer.script_json(
-        lambda body: jsonp_policy.script_safe_json(body, config.limits.max_json_depth)
-        if body.strip() else "null")
-    all_headers = answer_headers(answer)
-    if params.envelope:
-        wrapped = jsonp_policy.envelope(status, envelope_headers(all_headers, upstream.cors),
-                                        body_json)
-        status = 200
-    else:
-        wrapped = body_json
-    passed = [(k, v) for k, v in all_headers
-              if k.lower() in JSONP_PASSED_HEADERS or k in ("Cache-Status", "Age")]
-    return _jsonp_script_response(params.callback, wrapped, status, passed)
+    params = jsonp_params_of(request, config)
+    query = jsonp_policy.forwarded_query(query_pairs(request, config.limits.max_query_params),
+                                         config.jsonp.callback_param)
+    # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
+    forwarded = upstream_request(request, upstream, "GET", query, jsonp_request_headers(request),
+                                 None, current_request_id())
+    body, status, headers = jsonp_answer(gateway().fetch(forwarded), params, upstream,
+                                         config.limits.max_json_depth)
+    return Response(body, status=status, headers=headers)
 
 
 def render_error(error: BridgeError) -> Response:

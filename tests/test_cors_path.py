@@ -267,3 +267,14 @@ def test_proxied_answers_are_never_a_page_on_the_bridge_origin(client: FlaskClie
     assert "default-src 'none'" in html.headers["Content-Security-Policy"]
     untyped = client.get("/cors/api/untyped")
     assert not untyped.headers["Content-Type"].startswith("text/html")
+
+
+def test_an_answer_without_content_type_is_octet_stream_never_html(client: FlaskClient,
+                                                                    upstream: UpstreamServer) -> None:
+    """Flask's default (text/html) would make an upstream's reflected text a page on the bridge."""
+    upstream.route("/typeless", Reply(200, b"<script>alert(1)</script>", {"Content-Type": None}))
+    for attempt in ("miss", "hit"):
+        response = client.get("/cors/api/typeless", headers={"Origin": ALLOWED})
+        assert response.headers["Content-Type"] == "application/octet-stream", attempt
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Content-Security-Policy"].endswith("sandbox")

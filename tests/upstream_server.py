@@ -32,7 +32,7 @@ class Seen:
 class Reply:
     status: int = 200
     body: bytes | str | dict | list | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | None] = field(default_factory=dict)  # None leaves a header out
     delay: float = 0.0  # before the status line
     drip: float = 0.0  # seconds between single bytes of the body
     lie_length: int | None = None  # a Content-Length that is not the body's
@@ -88,10 +88,13 @@ class UpstreamServer:
                     time.sleep(reply.delay)
                 payload = reply.encoded()
                 self.send_response(reply.status)
-                headers = {"Content-Type": "application/json"} if reply.body is not None else {}
+                headers: dict[str, str | None] = {}
+                if reply.body is not None:
+                    headers["Content-Type"] = "application/json"
                 headers.update(reply.headers)
                 for name, value in headers.items():
-                    self.send_header(name, value)
+                    if value is not None:
+                        self.send_header(name, value)
                 if "Content-Length" not in headers:
                     length = reply.lie_length if reply.lie_length is not None else len(payload)
                     self.send_header("Content-Length", str(length))

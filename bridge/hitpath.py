@@ -1,0 +1,149 @@
+"""Fresh cache hits answered in front of Flask: the same decisions, without the framework's cost.
+
+A cache hit is most of a busy bridge's traffic, and on one most of the time went to Flask and werkzeug
+themselves (request context, routing, hooks, ``Response`` building: about half of a hit in the
+profile). ``HitPath`` is a WSGI layer around the Flask app that serves a plain ``GET`` on ``/cors/`` or
+``/jsonp/`` when, and only when, the cache holds a fresh answer for it and every check passes; any
+other request, and any request a check would refuse, goes to Flask untouched, which then answers it
+(refusals included) exactly as before. So this module decides nothing of its own: it calls the very
+functions the views and hooks call (``limits.refuse_odd_shape``, ``cors.origin_allowed``,
+``views.proxied_headers`` and ``grant_cors``, ``views.jsonp_answer``, ``Gateway.fresh_hit``, the
+access ``Recorder``), in the views' order, and ``tests/test_hitpath.py`` checks that its answers are
+the views' answers, header for header.
+
+Left to Flask: HEAD, conditional requests (If-None-Match, If-Modified-Since), requests with a body,
+anything refused, misses and stale entries, and every request while a rate limit is configured (the
+budget is flask-limiter's, kept in one place).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
+
+from . import jsonp as jsonp_policy
+from . import views
+from .config import Config
+from .cors import origin_allowed
+from .errors import BridgeError
+from .gateway import Gateway
+from .limits import refuse_odd_shape
+from .observe import (
+    REQUEST_ID_HEADER,
+    AccessRecord,
+    Recorder,
+    accepted_request_id,
+    cache_outcome,
+    error_code_of,
+    new_request_id,
+)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+# Headers that make a GET something other than a plain read of a stored answer.
+_NOT_PLAIN = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_TRANSFER_ENCODING")
+
+
+def status_line(status: int) -> str:
+    """The status line werkzeug's ``Response`` writes for ``status`` ("404 NOT FOUND")."""
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
+
+
+class HitPath:
+    def __init__(self, app: Flask, inner: WsgiApp) -> None:
+        self.inner = inner
+        self.config: Config = app.extensions["bridge.config"]
+        self.gateway: Gateway = app.extensions["bridge.gateway"]
+        self.recorder: Recorder = app.extensions["bridge.access_recorder"]
+        limiter = app.extensions.get("bridge.limiter")
+        # Off while any rate limit is configured: the budget is counted by flask-limiter's hooks.
+        self.enabled = self.gateway.cache is not None and not (limiter is not None and limiter.enabled)
+        self.served = 0  # hits answered here, for tests and curious operators
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.enabled and environ.get("REQUEST_METHOD") == "GET":
+            path: str = environ.get("PATH_INFO", "")
+            if path.startswith(("/cors/", "/jsonp/")) and not environ.get("SCRIPT_NAME"):
+                started = time.perf_counter()
+                try:
+                    reply = self._answer(environ, path)
+                except BridgeError:
+                    reply = None  # refused: the views refuse it the same way, in their own words
+                if reply is not None:
+                    return self._send(reply, environ, start_response, started)
+        return self.inner(environ, start_response)
+
+    def _answer(self, environ: dict[str, Any], path: str) -> _Reply | None:
+        kind, _, rest = path[1:].partition("/")
+        name, slash, _ = rest.partition("/")
+        upstream = self.config.upstreams.get(name)
+        if (not slash or upstream is None or upstream.ttl <= 0 or (kind == "jsonp" and not upstream.jsonp)
+                or any(h in environ for h in _NOT_PLAIN)
+                or environ.get("CONTENT_LENGTH", "0") not in ("", "0")):
+            return None
+        config = self.config
+        req = Request(environ)
+        refuse_odd_shape(req, config, config.jsonp.callback_param if kind == "jsonp" else None)
+        request_id = accepted_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        query = views.query_pairs(req, config.limits.max_query_params)
+        if kind == "cors":
+            origin = views.single_origin(req)
+            if origin is not None and not origin_allowed(upstream.cors, origin):
+                return None
+            forwarded = views.upstream_request(req, upstream, "GET", query, tuple(req.headers.items()),
+                                               None, request_id)
+            answer = self.gateway.fresh_hit(forwarded)
+            if answer is None:
+                return None
+            headers = views.proxied_headers(answer)
+            views.grant_cors(headers, upstream.cors, [origin] if origin is not None else [])
+            body, status = answer.response.body, answer.response.status
+        else:
+            params = views.jsonp_params_of(req, config)
+            forwarded = views.upstream_request(
+                req, upstream, "GET", jsonp_policy.forwarded_query(query, config.jsonp.callback_param),
+                views.jsonp_request_headers(req), None, request_id)
+            answer = self.gateway.fresh_hit(forwarded)
+            if answer is None:
+                return None
+            body, status, headers = views.jsonp_answer(answer, params, upstream,
+                                                       config.limits.max_json_depth)
+        assert self.gateway.cache is not None  # fresh_hit found an entry in it
+        self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more
+        headers[REQUEST_ID_HEADER] = request_id
+        headers["Content-Length"] = str(len(body))
+        mimetype = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return _Reply(kind, name, status, headers.to_wsgi_list(), body, request_id,
+                      error_code_of(status, mimetype, body), answer.cache_status)
+
+    def _send(self, reply: _Reply, environ: dict[str, Any], start_response: StartResponse,
+              started: float) -> Iterable[bytes]:
+        start_response(status_line(reply.status), reply.headers)
+        self.served += 1
+        self.recorder.record(AccessRecord(
+            method="GET", kind=reply.kind, upstream=reply.upstream, status=reply.status,
+            cache=cache_outcome(reply.cache_status), duration=time.perf_counter() - started,
+            request_id=reply.request_id, error=reply.error))
+        return [reply.body]
+
+
+class _Reply:
+    __slots__ = ("kind", "upstream", "status", "headers", "body", "request_id", "error", "cache_status")
+
+    def __init__(self, kind: str, upstream: str, status: int, headers: list[tuple[str, str]],
+                 body: bytes, request_id: str, error: str, cache_status: str | None) -> None:
+        self.kind, self.upstream, self.status, self.headers = kind, upstream, status, headers
+        self.body, self.request_id, self.error, self.cache_status = body, request_id, error, cache_status
+
+
+def install(app: Flask) -> HitPath:
+    """Put the hit path in front of the app's WSGI stack (outside ProxyFix: it needs no address)."""
+    hit_path = HitPath(app, app.wsgi_app)
+    app.wsgi_app = hit_path  # type: ignore[method-assign]
+    app.extensions["bridge.hit_path"] = hit_path
+    return hit_path

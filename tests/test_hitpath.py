@@ -1,0 +1,206 @@
+"""The hit path in front of Flask answers exactly what the views answer, or leaves the request to them.
+
+Two bridges from one config, one with ``hitpath`` (the default) and one without, each with its own
+cache on a frozen clock, ask the same real upstream. Every request is sent to both twice (the first
+fills the cache); the second answers must be the same status, body and headers (the request id and the
+upstream's Date aside), the same access record and the same cache events, and the hit path must have
+served exactly the plain fresh hits. Hostile and odd requests must reach the views, which refuse them
+as before. The rest of the suite runs through the hit path too, since every app has it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from flask import Flask
+
+from bridge import create_app
+from bridge.cache import Cache
+from bridge.config import Config
+from bridge.hitpath import HitPath
+from bridge.observe import AccessRecord
+from tests.conftest import ALLOWED
+from tests.upstream_server import Reply, UpstreamServer
+
+CACHE = "[cache]\nnegative_ttl = 30\n"
+
+
+@dataclass
+class Bridge:
+    app: Flask
+    records: list[AccessRecord] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def hit_path(self) -> HitPath | None:
+        return self.app.extensions.get("bridge.hit_path")
+
+
+def build(config: Config, hit_path: bool) -> Bridge:
+    bridge = Bridge(app=Flask(__name__))
+    cache = Cache.from_config(config, clock=lambda: 1_800_000_000.0, on_event=bridge.events.append)
+    bridge.app = create_app(config, cache=cache, hit_path=hit_path)
+    bridge.app.extensions["bridge.access_listeners"].append(bridge.records.append)
+    return bridge
+
+
+@pytest.fixture
+def pair(make_config: Callable[..., Config], upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
+    upstream.route("/d", Reply(200, {"a": "<b>", "n": 1.10}, {"Content-Type": "application/json",
+                                                             "ETag": '"v1"', "Vary": "Accept-Language"}))
+    upstream.route("/plain", Reply(200, b'{"typeless": true}', {"Content-Type": None}))
+    upstream.route("/gone", Reply(404, {"error": "no_such_item", "message": "gone"},
+                                  {"Content-Type": "application/json"}))
+    upstream.route("/short", Reply(200, {"short": True}, {"Content-Type": "application/json",
+                                                          "Cache-Control": "max-age=5"}))
+    upstream.route("/private", Reply(200, {"mine": True}, {"Content-Type": "application/json",
+                                                           "Cache-Control": "private"}))
+    config = make_config(CACHE)
+    return build(config, True), build(config, False)
+
+
+def comparable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in headers if k not in ("X-Request-ID", "Date"))
+
+
+def both(pair: tuple[Bridge, Bridge], method: str, url: str, headers: dict[str, str] | None = None,
+         data: bytes | None = None) -> bool:
+    """Ask both bridges twice; assert the second answers agree; say whether the hit path served it."""
+    fast, views = pair
+    assert fast.hit_path is not None and views.hit_path is None
+    for _attempt in range(2):
+        served_before = fast.hit_path.served
+        answers = [b.app.test_client().open(url, method=method, headers=headers or {}, data=data)
+                   for b in (fast, views)]
+        served = fast.hit_path.served - served_before
+    ours, theirs = answers
+    assert ours.status == theirs.status, (url, ours.get_data(), theirs.get_data())
+    assert ours.get_data() == theirs.get_data()
+    assert comparable(list(ours.headers)) == comparable(list(theirs.headers))
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", ours.headers["X-Request-ID"])
+    last = [(r.method, r.kind, r.upstream, r.status, r.cache, r.error) for r in (fast.records[-1],
+                                                                                  views.records[-1])]
+    assert last[0] == last[1]
+    assert fast.events == views.events
+    assert served in (0, 1)
+    return served == 1
+
+
+SERVED = [
+    pytest.param("/cors/api/d?b=2&a=1", {"Origin": ALLOWED}, id="cors-allowed-origin"),
+    pytest.param("/cors/api/d?a=1&b=2", {}, id="cors-no-origin"),
+    pytest.param("/cors/api/d", {"Origin": "https://deep.sub.example.org"}, id="cors-pattern-origin"),
+    pytest.param("/cors/api/d", {"Origin": "null"}, id="cors-null-origin-configured"),
+    pytest.param("/cors/api/d", {"Origin": ALLOWED, "Accept-Language": "de"}, id="cors-vary-variant"),
+    pytest.param("/cors/api/d", {"Origin": ALLOWED, "X-Request-ID": "abc.DEF-123_x"}, id="client-id"),
+    pytest.param("/cors/api/d", {"X-Forwarded-Host": "evil.example", "Host": "evil.example"},
+                 id="spoofed-host-changes-nothing"),
+    pytest.param("/cors/api/plain", {"Origin": ALLOWED}, id="cors-no-content-type"),
+    pytest.param("/cors/api/gone", {"Origin": ALLOWED}, id="cors-negative-cached-404"),
+    pytest.param("/cors/api/short", {}, id="cors-upstream-max-age"),
+    pytest.param("/jsonp/api/d?callback=cb", {}, id="jsonp"),
+    pytest.param("/jsonp/api/d?callback=jQuery37100123_1700000000000&_=1700000000001", {},
+                 id="jsonp-jquery-cache-buster"),
+    pytest.param("/jsonp/api/d?a=1&callback=YUI.Env.JSONP.yui_3_18_1_1_17&envelope=1",
+                 {"Origin": "https://evil.example"}, id="jsonp-envelope-any-origin"),
+    pytest.param("/jsonp/api/gone?callback=cb", {}, id="jsonp-negative-cached-404"),
+    pytest.param("/jsonp/api/gone?callback=cb&envelope=1", {}, id="jsonp-envelope-404"),
+]
+
+
+@pytest.mark.parametrize(("url", "headers"), SERVED)
+def test_a_fresh_hit_is_served_before_flask_with_the_views_answer(
+        pair: tuple[Bridge, Bridge], url: str, headers: dict[str, str]) -> None:
+    assert both(pair, "GET", url, headers)
+    assert pair[0].records[-1].cache == "hit"
+
+
+DELEGATED = [
+    pytest.param("GET", "/cors/api/d", {"Origin": "https://evil.example"}, id="origin-not-allowed"),
+    pytest.param("GET", "/cors/api/d", {"Origin": "https://app.example.com.evil.example"},
+                 id="origin-suffix-trick"),
+    pytest.param("GET", "/cors/api/d", {"Origin": f"{ALLOWED}, https://evil.example"}, id="two-origins"),
+    pytest.param("GET", "/cors/api/d", {"Origin": ALLOWED, "If-None-Match": '"v1"'}, id="conditional"),
+    pytest.param("HEAD", "/cors/api/d", {"Origin": ALLOWED}, id="head"),
+    pytest.param("POST", "/cors/api/d", {"Origin": ALLOWED}, id="post"),
+    pytest.param("OPTIONS", "/cors/api/d", {"Origin": ALLOWED, "Access-Control-Request-Method": "GET"},
+                 id="preflight"),
+    pytest.param("GET", "/cors/api/private", {}, id="private-never-stored"),
+    pytest.param("GET", "/cors/api/%2e%2e/etc/passwd", {}, id="encoded-traversal"),
+    pytest.param("GET", "/cors/api/a%2Fb", {}, id="encoded-slash"),
+    pytest.param("GET", "/cors/api//d", {}, id="empty-segment"),
+    pytest.param("GET", "/cors/api/d?x=%0d%0aSet-Cookie:1", {}, id="crlf-in-query"),
+    pytest.param("GET", "/cors/api/d", {"X-Note": "a\x00b"}, id="nul-in-header"),
+    pytest.param("GET", "/cors/api/d?" + "&".join(f"p{i}=1" for i in range(200)), {},
+                 id="too-many-parameters"),
+    pytest.param("GET", "/cors/api/d?q=" + "x" * 9000, {}, id="url-too-long"),
+    pytest.param("GET", "/cors/nope/d", {}, id="unknown-api"),
+    pytest.param("GET", "/cors/api", {}, id="no-trailing-slash"),
+    pytest.param("GET", "/jsonp/api/d?callback=alert(1)", {}, id="callback-call"),
+    pytest.param("GET", "/jsonp/api/d?callback=constructor.constructor", {}, id="callback-constructor"),
+    pytest.param("GET", "/jsonp/api/d?callback=a&callback=b", {}, id="two-callbacks"),
+    pytest.param("GET", "/jsonp/api/d", {}, id="no-callback"),
+    pytest.param("GET", "/jsonp/api/d?callback=cb%0a", {}, id="callback-newline"),
+    pytest.param("GET", "/jsonp/api/d?callback=cb&envelope=yes", {}, id="bad-envelope"),
+    pytest.param("GET", "/jsonp/closed/d?callback=cb", {}, id="jsonp-turned-off"),
+    pytest.param("HEAD", "/jsonp/api/d?callback=cb", {}, id="jsonp-head"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "headers"), DELEGATED)
+def test_odd_or_hostile_requests_are_left_to_the_views(
+        pair: tuple[Bridge, Bridge], method: str, url: str, headers: dict[str, str]) -> None:
+    both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})  # whatever could be a hit is one
+    both(pair, "GET", "/jsonp/api/d?callback=cb")
+    assert not both(pair, method, url, headers)
+
+
+def test_a_get_with_a_body_is_left_to_the_views(pair: tuple[Bridge, Bridge]) -> None:
+    both(pair, "GET", "/cors/api/d")
+    assert not both(pair, "GET", "/cors/api/d", {"Content-Type": "text/plain"}, data=b"hello")
+
+
+def test_a_miss_and_an_expired_entry_are_left_to_the_views(
+        make_config: Callable[..., Config], upstream: UpstreamServer) -> None:
+    now = [1_800_000_000.0]
+    upstream.route("/t", Reply(200, {"t": 1}, {"Content-Type": "application/json"}))
+    config = make_config()
+    cache = Cache.from_config(config, clock=lambda: now[0])
+    app = create_app(config, cache=cache)
+    hit_path = app.extensions["bridge.hit_path"]
+    client = app.test_client()
+    assert client.get("/cors/api/t").headers["Cache-Status"].endswith("stored; ttl=60")
+    assert client.get("/cors/api/t").headers["Cache-Status"] == "jsonp-cors-bridge; hit; ttl=60"
+    assert hit_path.served == 1
+    now[0] += 61
+    stale = client.get("/cors/api/t")
+    assert "fwd=" in stale.headers["Cache-Status"]  # expired: asked upstream again, by the views
+    assert hit_path.served == 1
+    assert len([s for s in upstream.seen if s.path == "/t"]) == 2
+
+
+def test_the_hit_path_stays_out_while_a_rate_limit_is_configured(
+        make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    """The budget is flask-limiter's: a hit that skipped its hook would not be counted."""
+    upstream.route("/r", Reply(200, {"r": 1}, {"Content-Type": "application/json"}))
+    app = make_app("[limits]\nper_client = 3/minute\n")
+    hit_path = app.extensions["bridge.hit_path"]
+    assert not hit_path.enabled
+    client = app.test_client()
+    statuses = [client.get("/cors/api/r").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert hit_path.served == 0
+
+
+def test_an_upstream_with_ttl_0_is_never_answered_here(
+        make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    upstream.route("/n", Reply(200, {"n": 1}, {"Content-Type": "application/json"}))
+    app = make_app(upstream_extra="ttl = 0")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/cors/api/n").status_code == 200
+    assert app.extensions["bridge.hit_path"].served == 0
+    assert len([s for s in upstream.seen if s.path == "/n"]) == 3
