@@ -140,7 +140,12 @@ def jsonp_request_headers(req: Request) -> tuple[tuple[str, str], ...]:
 
 
 def answer_headers(answer: Answer) -> list[tuple[str, str]]:
-    headers = list(answer.response.headers)
+    """The answer's headers with the cache's ``Cache-Status`` member and, for an answer the cache
+    holds, its own ``Age`` in place of the upstream's (RFC 9111 section 5.1: one Age, the cache's)."""
+    if answer.age is None:
+        headers = list(answer.response.headers)
+    else:
+        headers = [(k, v) for k, v in answer.response.headers if k.lower() != "age"]
     if answer.cache_status:
         headers.append(("Cache-Status", answer.cache_status))
     if answer.age is not None:

@@ -120,6 +120,19 @@ def test_second_request_is_a_hit(bridge_: Bridge, upstream: UpstreamServer) -> N
     assert bridge_.events.count("hit") == 1 and bridge_.events.count("stored") == 1
 
 
+def test_the_upstreams_age_counts_and_the_answer_has_one_age(bridge_: Bridge,
+                                                             upstream: UpstreamServer) -> None:
+    """RFC 9111 section 5.1: the answer carries the cache's Age, which includes the upstream's."""
+    upstream.route("/aged", Reply(200, {"n": 1}, {"Age": "10", "Cache-Control": "max-age=100"}))
+    first = bridge_.client.get("/cors/api/aged", headers=JSON)
+    assert first.headers.getlist("Age") == ["10"]
+    bridge_.clock.tick(5)
+    for path in ("/cors/api/aged", "/jsonp/api/aged?callback=cb"):
+        answer = bridge_.client.get(path, headers=JSON)
+        assert answer.headers.getlist("Age") == ["15"], path
+        assert cache_status(answer) == "jsonp-cors-bridge; hit; ttl=45"
+
+
 def test_cors_then_jsonp_is_one_upstream_request(bridge_: Bridge, upstream: UpstreamServer) -> None:
     upstream.route("/items", Reply(200, {"html": "</script><b>"}))
     cors = bridge_.client.get("/cors/api/items?q=1", headers={"Accept": "*/*", "Origin": ALLOWED})
