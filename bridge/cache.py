@@ -374,6 +374,10 @@ class CacheEntry:
     vary: tuple[str, ...] = ()
     script_json: str | None = None  # the script-safe JSON text, made on the first JSONP read
     size: int = 0  # accounted bytes, for the memory bound
+    # The CORS path's headers for this answer that are the same on every hit (hitpath.py makes them
+    # on the first one): not stored in Redis, not counted in ``size`` (a few hundred bytes at most).
+    cors_headers: tuple[tuple[str, str], ...] | None = None
+    jsonp_headers: tuple[tuple[str, str], ...] | None = None  # the same for the JSONP path
 
     def age(self, now: float) -> int:
         return max(0, int(self.initial_age + now - self.stored_at))

@@ -290,18 +290,29 @@ def jsonp_params_of(req: Request, config: Config) -> jsonp_policy.JsonpParams:
 def jsonp_answer(answer: Answer, params: jsonp_policy.JsonpParams, upstream: UpstreamConfig,
                  max_json_depth: int) -> tuple[bytes, int, Headers]:
     """The script, status and headers of the JSONP path for an upstream answer."""
+    all_headers = answer_headers(answer)
+    body, status = jsonp_script(answer, params, upstream, max_json_depth, all_headers)
+    return body, status, jsonp_headers(jsonp_passed_headers(all_headers))
+
+
+def jsonp_script(answer: Answer, params: jsonp_policy.JsonpParams, upstream: UpstreamConfig,
+                 max_json_depth: int, all_headers: list[tuple[str, str]]) -> tuple[bytes, int]:
+    """The script and status of the JSONP path; ``all_headers`` is ``answer_headers(answer)``."""
     status = answer.response.status
     body_json = answer.script_json(
         lambda body: jsonp_policy.script_safe_json(body, max_json_depth) if body.strip() else "null")
-    all_headers = answer_headers(answer)
     if params.envelope:
         wrapped = jsonp_policy.envelope(status, envelope_headers(all_headers, upstream.cors), body_json)
         status = 200
     else:
         wrapped = body_json
-    passed = [(k, v) for k, v in all_headers
-              if k.lower() in JSONP_PASSED_HEADERS or k in ("Cache-Status", "Age")]
-    return jsonp_policy.script(params.callback, wrapped), status, jsonp_headers(passed)
+    return jsonp_policy.script(params.callback, wrapped), status
+
+
+def jsonp_passed_headers(all_headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The answer's headers that describe a JSONP script too; the rest describe only the JSON."""
+    return [(k, v) for k, v in all_headers
+            if k.lower() in JSONP_PASSED_HEADERS or k in ("Cache-Status", "Age")]
 
 
 def _current_jsonp_params() -> jsonp_policy.JsonpParams | None:

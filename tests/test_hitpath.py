@@ -58,6 +58,10 @@ def pair(make_config: Callable[..., Config], upstream: UpstreamServer) -> tuple[
                                                           "Cache-Control": "max-age=5"}))
     upstream.route("/private", Reply(200, {"mine": True}, {"Content-Type": "application/json",
                                                            "Cache-Control": "private"}))
+    upstream.route("/echo", Reply(200, {"echo": True}, {
+        "Content-Type": "Application/JSON; charset=UTF-8", "X-Request-ID": "the-filling-request",
+        "Age": "7", "Cache-Status": "upstream-cache; hit", "Cache-Control": "max-age=100",
+        "Vary": "Origin", "X-Content-Type-Options": "sniff-please", "Content-Security-Policy": "none"}))
     config = make_config(CACHE)
     return build(config, True), build(config, False)
 
@@ -101,6 +105,9 @@ SERVED = [
     pytest.param("/cors/api/plain", {"Origin": ALLOWED}, id="cors-no-content-type"),
     pytest.param("/cors/api/gone", {"Origin": ALLOWED}, id="cors-negative-cached-404"),
     pytest.param("/cors/api/short", {}, id="cors-upstream-max-age"),
+    pytest.param("/cors/api/echo", {"Origin": ALLOWED}, id="cors-upstream-age-id-cache-status-vary"),
+    pytest.param("/jsonp/api/echo?callback=cb", {}, id="jsonp-upstream-age-id-cache-status"),
+    pytest.param("/jsonp/api/echo?callback=cb&envelope=1", {}, id="jsonp-envelope-upstream-headers"),
     pytest.param("/jsonp/api/d?callback=cb", {}, id="jsonp"),
     pytest.param("/jsonp/api/d?callback=jQuery37100123_1700000000000&_=1700000000001", {},
                  id="jsonp-jquery-cache-buster"),
@@ -204,3 +211,15 @@ def test_an_upstream_with_ttl_0_is_never_answered_here(
         assert client.get("/cors/api/n").status_code == 200
     assert app.extensions["bridge.hit_path"].served == 0
     assert len([s for s in upstream.seen if s.path == "/n"]) == 3
+
+
+def test_a_failure_inside_the_hit_path_costs_speed_not_the_answer(
+        pair: tuple[Bridge, Bridge], monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.hitpath
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug in the hit path")
+
+    both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})
+    monkeypatch.setattr(bridge.hitpath, "cors_hit_headers", broken)
+    assert not both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})  # the views answered, the same
