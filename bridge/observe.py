@@ -137,13 +137,30 @@ class _BareLines(logging.StreamHandler):
                 and self.formatter is self.bare_formatter)
 
     def write(self, line: str) -> None:
-        """What ``emit`` does with a record whose message is ``line``."""
-        self.acquire()
+        """What ``emit`` does with a record whose message is ``line``.
+
+        On a real file (gunicorn's stderr: a pipe, a file, a journal socket) the line goes out in
+        one ``write(2)`` of its own, with no Python lock: the kernel keeps each write whole (lines
+        are far below PIPE_BUF, and writes to a regular file take its offset atomically). Taking the
+        handler's lock and flushing the text stream cost a sixth of a cache hit's throughput under
+        gunicorn with 8 threads (``wrk -c16``, one worker: 3,100 against 3,600 req/s with the access
+        log off). Anything else (a StringIO, a test's capture) is written the locked way.
+        """
         try:
-            self.stream.write(line + self.terminator)
-            self.flush()
-        finally:
-            self.release()
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+        if fd < 0:
+            self.acquire()
+            try:
+                self.stream.write(line + self.terminator)
+                self.flush()
+            finally:
+                self.release()
+            return
+        data = (line + self.terminator).encode("utf-8", "backslashreplace")
+        while data:
+            data = data[os.write(fd, data):]
 
 
 def _log_line(logger: logging.Logger, line: str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+from pathlib import Path
 
 import pytest
 from flask import Response
@@ -164,3 +166,30 @@ def test_a_refused_path_is_refused_every_time(raw: str) -> None:
     for _ in range(2):
         with pytest.raises(InvalidPath):
             checked_path(raw)
+
+
+def test_the_default_handler_writes_whole_lines_to_a_real_file_from_many_threads(
+        client: FlaskClient, tmp_path: Path) -> None:
+    """One write(2) per line and no lock: lines from 8 threads at once still arrive whole."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = next(h for h in logger.handlers if isinstance(h, _BareLines))
+    others = logger.handlers[:]
+    logger.handlers = [handler]
+    with (tmp_path / "access.log").open("w") as stream:
+        previous = handler.setStream(stream)
+        try:
+            def burst(n: int) -> None:
+                for i in range(50):
+                    client.application.test_client().get("/cors/api/", headers={"X-Request-ID": f"t{n}-{i}"})
+
+            threads = [threading.Thread(target=burst, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            logger.handlers = others
+            handler.setStream(previous)  # type: ignore[arg-type]
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    ids = sorted(json.loads(line)["request_id"] for line in lines)
+    assert ids == sorted(f"t{n}-{i}" for n in range(8) for i in range(50))
