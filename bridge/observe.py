@@ -11,6 +11,7 @@ adding ``X-Request-ID``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -52,9 +53,27 @@ def accepted_request_id(value: str | None) -> str | None:
     return None
 
 
+class _RequestIds:
+    """32 hex digits: 64 random bits drawn once per process, then a counter. Unique across workers
+    and restarts without a system call per request (``os.urandom`` per id was 4% of a cache hit's
+    samples under gunicorn in py-spy). An id names a request in logs; it is not a secret."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+
+_ids = _RequestIds()
+# gunicorn forks its workers from a master that has already imported this module: each child
+# draws its own prefix, or two workers would hand out the same ids.
+os.register_at_fork(after_in_child=_ids.reset)
+
+
 def new_request_id() -> str:
-    # 128 random bits as 32 hex digits, like uuid4().hex without building a UUID on every request.
-    return os.urandom(16).hex()
+    return f"{_ids.prefix}{next(_ids.counter):016x}"
 
 
 def path_kind(blueprint: str | None, method: str, requests_method: bool) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
 
-from bridge.observe import ACCESS_LOGGER, accepted_request_id, cache_outcome, path_kind
+from bridge.observe import ACCESS_LOGGER, accepted_request_id, cache_outcome, new_request_id, path_kind
 from tests.upstream_server import UpstreamServer
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -62,6 +63,27 @@ def test_ids_are_generated_fresh_and_reach_the_jsonp_upstream(client: FlaskClien
     assert upstream.last().headers["x-request-id"] == first
     second = client.get("/jsonp/api/?callback=cb").headers["X-Request-ID"]
     assert GENERATED.fullmatch(first) and GENERATED.fullmatch(second) and first != second
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_generated_ids_differ_between_forked_workers() -> None:
+    """gunicorn forks workers from a master that imported the bridge: each must draw its own ids."""
+    parent_ids = {new_request_id() for _ in range(1000)}
+    assert len(parent_ids) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a worker
+        try:
+            os.write(write, " ".join(new_request_id() for _ in range(1000)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_ids = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 1000 and all(GENERATED.fullmatch(i) for i in child_ids)
+    assert not child_ids & (parent_ids | {new_request_id() for _ in range(1000)})
+    assert {i[:16] for i in child_ids} != {i[:16] for i in parent_ids}
 
 
 def test_refusals_carry_an_id_too(client: FlaskClient) -> None:
