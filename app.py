@@ -8,8 +8,10 @@ stops start-up with one line naming file, section and key, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -40,6 +42,9 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
         "graceful_timeout": 10,
         "keepalive": 5,
         "preload_app": True,
+        # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
+        # over them; on one shared socket, a burst of connections often all went to one worker.
+        "reuse_port": config.server.reuse_port,
         # The request-line and header limits: see README "Limits".
         "limit_request_line": min(config.limits.max_url_length, 8190),
         "limit_request_fields": 100,
@@ -66,6 +71,27 @@ def fresh_metrics_dir() -> str:
     return path
 
 
+def address_in_use(bind: str) -> bool:
+    """Whether something already listens on HOST:PORT. With ``reuse_port`` gunicorn's workers bind
+    with SO_REUSEPORT, which would let a second bridge on the same port start and silently share
+    its traffic; a plain bind (no SO_REUSEPORT) fails on any listener, so this asks first."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError):
+        return False  # gunicorn reports an address it cannot use in its own words
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn: TIME_WAIT is fine
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG", DEFAULT_CONFIG),
@@ -80,6 +106,10 @@ def serve(argv: list[str]) -> None:
         return
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    bind = args.bind or config.server.bind
+    if config.server.reuse_port and address_in_use(bind):
+        sys.exit(f"error: {bind} is already in use (another bridge?); stop it or choose another "
+                 "--bind or [server] bind")
 
     from gunicorn.app.base import BaseApplication
 

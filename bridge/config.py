@@ -228,6 +228,7 @@ SECTIONS: dict[str, dict[str, tuple[Parser, str]]] = {
         "threads": (_positive_int, "8"),
         "worker_class": (_text, "gthread"),
         "trusted_proxies": (_non_negative_int, "0"),
+        "reuse_port": (_bool, "true"),
     },
     "cors": {
         "allow_origins": (_origins, ""),
@@ -286,6 +287,7 @@ class ServerConfig:
     threads: int
     worker_class: str
     trusted_proxies: int
+    reuse_port: bool = True
 
 
 @dataclass(frozen=True)

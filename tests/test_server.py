@@ -110,3 +110,16 @@ def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
         assert whoami["api_key_present"] is True  # the bridge's server-side header arrived
     finally:
         stop(process)
+
+
+def test_a_port_already_taken_stops_start_up_instead_of_sharing_it(ini: Path) -> None:
+    """Workers bind with SO_REUSEPORT; without the check a second bridge would quietly share the port."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another bridge's worker would
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([sys.executable, "app.py", "--config", str(ini), "--bind",
+                                 f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
