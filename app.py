@@ -44,7 +44,9 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
         "preload_app": True,
         # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
         # over them; on one shared socket, a burst of connections often all went to one worker.
-        "reuse_port": config.server.reuse_port,
+        # Not for sync workers: one the kernel hands a connection while it is busy would hold it
+        # until its request ends, while another worker idles (threaded workers accept anyway).
+        "reuse_port": config.server.reuse_port and config.server.worker_class != "sync",
         # The request-line and header limits: see README "Limits".
         "limit_request_line": min(config.limits.max_url_length, 8190),
         "limit_request_fields": 100,
@@ -107,7 +109,7 @@ def serve(argv: list[str]) -> None:
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
     bind = args.bind or config.server.bind
-    if config.server.reuse_port and address_in_use(bind):
+    if gunicorn_options(config, bind, None)["reuse_port"] and address_in_use(bind):
         sys.exit(f"error: {bind} is already in use (another bridge?); stop it or choose another "
                  "--bind or [server] bind")
 
