@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
+from urllib3.poolmanager import PoolManager
 
 from .deadline import WATCHDOG
 from .errors import UpstreamAddressRefused, UpstreamUnreachable
@@ -160,18 +161,32 @@ class _GuardedConnectionMixin:
         return super().getresponse()  # type: ignore[misc]
 
 
-def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:
-    """A requests adapter whose every connection passes through ``guard``."""
+def guarded_pool_classes(guard: AddressGuard) -> dict[str, Any]:
+    """urllib3 pool classes (by scheme) whose every connection passes through ``guard``."""
     http_connection = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection),
                            {"bridge_guard": guard})
     https_connection = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection),
                             {"bridge_guard": guard})
-    pools: dict[str, Any] = {
+    return {
         "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,),
                      {"ConnectionCls": http_connection}),
         "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,),
                       {"ConnectionCls": https_connection}),
     }
+
+
+def guarded_pool_manager(guard: AddressGuard, pool_size: int = 16,
+                         ca_certs: str | None = None) -> PoolManager:
+    """A urllib3 pool manager (thread-safe, keep-alive) whose every connection passes through ``guard``:
+    the upstream client's, without requests' per-call preparation (a third of a miss in the profile)."""
+    manager = PoolManager(num_pools=4, maxsize=pool_size, block=False, retries=False, ca_certs=ca_certs)
+    manager.pool_classes_by_scheme = guarded_pool_classes(guard)
+    return manager
+
+
+def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:
+    """A requests adapter whose every connection passes through ``guard``."""
+    pools = guarded_pool_classes(guard)
 
     class GuardedAdapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:

@@ -2,27 +2,25 @@
 
 A request reaches an upstream only through ``UpstreamClient.send``, and only to a url built by
 ``upstream_url`` from a configured base and a path that ``split_rest`` has checked cannot leave that
-base. Headers cross in both directions through allowlists and denylists defined once here. Each worker
-thread has its own ``requests.Session`` (a Session is not documented as thread-safe; its pool is), with
-``trust_env`` off so that proxy variables and ``.netrc`` on the host never redirect or decorate traffic,
-and with cookies refused so that no upstream's cookie ever rides along with another client's request.
+base. Headers cross in both directions through allowlists and denylists defined once here. Each
+upstream has one urllib3 pool manager (thread-safe, keep-alive, every connection through its address
+guard): no environment is read (no proxy variables, no ``.netrc``), no cookie is kept, so nothing on the
+host decorates traffic and no upstream's cookie ever rides along with another client's request.
 This module raises the typed errors of ``errors.py``; it knows nothing about CORS, JSONP or caching.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
-import requests
 import urllib3
-from requests.adapters import HTTPAdapter
+from certifi import where as ca_bundle
+from urllib3 import PoolManager
 
 from .config import LimitsConfig, UpstreamConfig
 from .deadline import WATCHDOG
@@ -35,9 +33,12 @@ from .errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from .netguard import AddressGuard, Resolver, guarded_adapter, system_resolver
+from .netguard import AddressGuard, Resolver, guarded_pool_manager, system_resolver
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
+# Sent on every upstream request unless the upstream's configured headers say otherwise.
+DEFAULT_REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
+POOL_SIZE = 16  # kept-alive connections per upstream host and worker
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 
@@ -225,31 +226,7 @@ def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[s
     )
 
 
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Refuse every cookie: one client's upstream cookie must never reach another client's request."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
-def new_session(pool_size: int = 16, adapter: HTTPAdapter | None = None) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.cookies.set_policy(_NoCookies())
-    session.headers.clear()
-    session.headers["User-Agent"] = USER_AGENT
-    session.headers["Accept-Encoding"] = "gzip, deflate"
-    if adapter is None:
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def _read_body(response: requests.Response, upstream: UpstreamConfig, deadline: float,
+def _read_body(raw: urllib3.BaseHTTPResponse, upstream: UpstreamConfig, deadline: float,
                cap: int) -> bytes:
     """Read the body within the cap and the total deadline, whatever pace the upstream keeps.
 
@@ -257,7 +234,6 @@ def _read_body(response: requests.Response, upstream: UpstreamConfig, deadline: 
     and the socket's timeout is cut to the time left before every read, so an upstream that drips a
     byte at a time cannot stretch the answer past the deadline.
     """
-    raw = response.raw
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -306,25 +282,27 @@ class UpstreamClient:
     def __init__(self, limits: LimitsConfig, resolver: Resolver | None = None) -> None:
         self._limits = limits
         self._resolver = resolver or system_resolver
-        self._local = threading.local()
+        self._pools: dict[str, PoolManager] = {}
+        self._pools_lock = threading.Lock()
         # Called after every send, success or failure; appended to at start-up only (create_app).
         self.observers: list[Callable[[Exchange], None]] = []
 
-    def session_for(self, upstream: UpstreamConfig) -> requests.Session:
-        """This thread's session for ``upstream``: its own pool, behind its own address guard.
+    def pools_for(self, upstream: UpstreamConfig) -> PoolManager:
+        """The pool manager for ``upstream``, shared by every thread, behind its own address guard.
 
-        One session per upstream (not one per thread) because the guard is per upstream: two
-        upstreams may share a host and differ in ``allow_private``. Every connection the session
-        opens, redirect hops included, is resolved and checked by the guard (netguard.py).
+        One per upstream because the guard is per upstream: two upstreams may share a host and
+        differ in ``allow_private``. Every connection it opens, redirect hops included, is resolved
+        and checked by the guard (netguard.py).
         """
-        sessions: dict[str, requests.Session] | None = getattr(self._local, "sessions", None)
-        if sessions is None:
-            sessions = self._local.sessions = {}
-        session = sessions.get(upstream.name)
-        if session is None:
-            guard = AddressGuard(upstream.name, upstream.allow_private, self._resolver)
-            session = sessions[upstream.name] = new_session(adapter=guarded_adapter(guard))
-        return session
+        manager = self._pools.get(upstream.name)
+        if manager is None:
+            with self._pools_lock:
+                manager = self._pools.get(upstream.name)
+                if manager is None:
+                    guard = AddressGuard(upstream.name, upstream.allow_private, self._resolver)
+                    manager = self._pools[upstream.name] = guarded_pool_manager(
+                        guard, POOL_SIZE, ca_certs=ca_bundle())
+        return manager
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send ``request``, following redirects only within the upstream's base; typed errors."""
@@ -397,38 +375,36 @@ class UpstreamClient:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
                                   f"{upstream.timeout:g}s")
         cap = self._limits.max_upstream_body
+        sent = urllib3.HTTPHeaderDict(DEFAULT_REQUEST_HEADERS)
+        for name, value in headers:
+            sent[name] = value  # case-insensitive: a configured header replaces a default
         try:
-            session = self.session_for(upstream)
-            response = session.request(method, url, headers=dict(headers), data=body,
-                                       timeout=(min(remaining, upstream.timeout), remaining),
-                                       allow_redirects=False, stream=True)
-        except requests.Timeout:
+            response = self.pools_for(upstream).urlopen(
+                method, url, headers=sent, body=body, redirect=False, retries=False,
+                preload_content=False, decode_content=False,
+                timeout=urllib3.Timeout(connect=min(remaining, upstream.timeout), read=remaining))
+        except urllib3.exceptions.NewConnectionError:
+            # Before TimeoutError: urllib3 makes a refused connection a kind of ConnectTimeoutError.
+            raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
+        except urllib3.exceptions.TimeoutError:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
                                   f"{upstream.timeout:g}s") from None
-        except requests.exceptions.SSLError:
+        except urllib3.exceptions.SSLError:
             raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
                                       "failed") from None
-        except requests.ConnectionError:
+        except (urllib3.exceptions.ProtocolError, OSError):
             raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
-        except requests.RequestException as exc:
+        except urllib3.exceptions.HTTPError as exc:
             raise UpstreamError(f"request to upstream {upstream.name!r} failed: "
                                 f"{type(exc).__name__}") from None
         try:
-            response_headers = list(response.raw.headers.items())
+            response_headers = list(response.headers.items())
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > cap:
                 raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than "
                                        f"{cap} bytes")
-            if method == "HEAD":
-                response.content  # noqa: B018 - marks the empty body read, so the connection is reused
-                content = b""
-            else:
-                content = _read_body(response, upstream, deadline, cap)
-            return response.status_code, response_headers, content
-        except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {upstream.name!r} stalled mid-answer") from None
-        except requests.RequestException as exc:
-            raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
-                                f"({type(exc).__name__})") from None
+            content = b"" if method == "HEAD" else _read_body(response, upstream, deadline, cap)
+            response.release_conn()  # read to the end: the connection goes back to the pool
+            return response.status, response_headers, content
         finally:
-            response.close()
+            response.close()  # a no-op once released; otherwise drops a half-read connection
