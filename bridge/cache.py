@@ -375,7 +375,7 @@ class CacheEntry:
     script_json: str | None = None  # the script-safe JSON text, made on the first JSONP read
     size: int = 0  # accounted bytes, for the memory bound
     # The CORS path's headers for this answer that are the same on every hit (hitpath.py makes them
-    # on the first one): not stored in Redis, not counted in ``size`` (a few hundred bytes at most).
+    # on the first one, in the memory store only, and adds them to ``size``).
     cors_headers: tuple[tuple[str, str], ...] | None = None
     jsonp_headers: tuple[tuple[str, str], ...] | None = None  # the same for the JSONP path
 
@@ -504,7 +504,7 @@ class MemoryStore:
         self._put("v:" + primary, vary, retain)
 
     def remember_script_json(self, key: str, entry: CacheEntry) -> None:
-        """Re-account the entry now that it holds its script JSON too."""
+        """Re-account the entry now that it holds more: its script JSON, or its kept headers."""
         with self._lock:
             value = self._lru.get("e:" + key)
             if value is not None and value[1] is entry:

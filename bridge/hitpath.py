@@ -20,6 +20,7 @@ budget is flask-limiter's, kept in one place).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -61,7 +62,8 @@ def status_line(status: int) -> str:
     return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
 
 
-def cors_hit_headers(answer: Answer, policy: CorsPolicy, origin: str | None) -> list[tuple[str, str]]:
+def cors_hit_headers(answer: Answer, policy: CorsPolicy, origin: str | None,
+                     remembered: bool = True) -> list[tuple[str, str]]:
     """``views.proxied_headers`` + ``views.grant_cors`` for a hit, the same headers made cheaper.
 
     Werkzeug's ``Headers`` was a third of a hit here. All but three of them (``Cache-Status``,
@@ -77,14 +79,17 @@ def cors_hit_headers(answer: Answer, policy: CorsPolicy, origin: str | None) -> 
     if static is None:
         made = views.proxied_headers(Answer(entry.response))
         views.add_vary_origin(made)
-        static = entry.cors_headers = _same_on_every_hit(made)
+        static = _same_on_every_hit(made)
+        if remembered:
+            entry.cors_headers = static
+            _reaccount(answer, static)
     headers = _with_cache_headers(static, answer)
     if origin is not None:
         headers.extend(granted_headers(policy, origin))
     return headers
 
 
-def jsonp_hit_headers(answer: Answer) -> list[tuple[str, str]]:
+def jsonp_hit_headers(answer: Answer, remembered: bool = True) -> list[tuple[str, str]]:
     """``views.jsonp_headers(views.jsonp_passed_headers(...))`` for a hit, made as ``cors_hit_headers``
     makes the CORS path's: once per entry by the views' functions, plus what changes per hit."""
     entry = answer.entry
@@ -92,8 +97,22 @@ def jsonp_hit_headers(answer: Answer) -> list[tuple[str, str]]:
     static = entry.jsonp_headers
     if static is None:
         made = views.jsonp_headers(views.jsonp_passed_headers(views.answer_headers(Answer(entry.response))))
-        static = entry.jsonp_headers = _same_on_every_hit(made)
+        static = _same_on_every_hit(made)
+        if remembered:
+            entry.jsonp_headers = static
+            _reaccount(answer, static)
     return _with_cache_headers(static, answer)
+
+
+def _reaccount(answer: Answer, static: tuple[tuple[str, str], ...]) -> None:
+    """Count the kept headers in the entry's size, and have the store account it again, as it does
+    when an entry gains its script JSON: the memory bound holds what is kept, not only the body."""
+    entry = answer.entry
+    assert entry is not None
+    entry.size += sys.getsizeof(static) + sum(
+        sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1]) for pair in static)
+    if answer.remember is not None:
+        answer.remember("")
 
 
 def _same_on_every_hit(headers: Headers) -> tuple[tuple[str, str], ...]:
@@ -121,6 +140,9 @@ class HitPath:
         # Off while any rate limit is configured: the budget is counted by flask-limiter's hooks.
         self.enabled = self.gateway.cache is not None and not (limiter is not None and limiter.enabled)
         self.served = 0  # hits answered here, for tests and curious operators
+        # Entries keep their unchanging headers only in this process's memory store: a Redis entry
+        # is read afresh on every hit, so there is nothing to keep them on.
+        self.remembers = self.gateway.cache is not None and self.gateway.cache.store.name == "memory"
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.enabled and environ.get("REQUEST_METHOD") == "GET":
@@ -160,7 +182,7 @@ class HitPath:
             answer = self.gateway.fresh_hit(forwarded)
             if answer is None:
                 return None
-            wsgi_headers = cors_hit_headers(answer, upstream.cors, origin)
+            wsgi_headers = cors_hit_headers(answer, upstream.cors, origin, self.remembers)
             body, status = answer.response.body, answer.response.status
             content_type = answer.response.header("content-type") or ""
         else:
@@ -173,7 +195,7 @@ class HitPath:
                 return None
             body, status = views.jsonp_script(answer, params, upstream, config.limits.max_json_depth,
                                               views.answer_headers(answer) if params.envelope else [])
-            wsgi_headers = jsonp_hit_headers(answer)
+            wsgi_headers = jsonp_hit_headers(answer, self.remembers)
             content_type = views.JSONP_CONTENT_TYPE
         assert self.gateway.cache is not None  # fresh_hit found an entry in it
         self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more

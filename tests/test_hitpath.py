@@ -223,3 +223,44 @@ def test_a_failure_inside_the_hit_path_costs_speed_not_the_answer(
     both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})
     monkeypatch.setattr(bridge.hitpath, "cors_hit_headers", broken)
     assert not both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})  # the views answered, the same
+
+
+def test_kept_headers_count_against_the_memory_bound(
+        make_config: Callable[..., Config], upstream: UpstreamServer) -> None:
+    upstream.route("/m", Reply(200, {"m": 1}, {"Content-Type": "application/json", "ETag": '"m"'}))
+    app = create_app(make_config())
+    lru = app.extensions["bridge.cache"].store._lru
+    client = app.test_client()
+    client.get("/cors/api/m", headers={"Origin": ALLOWED})  # the miss stores the entry
+    before = lru.currsize
+    client.get("/cors/api/m", headers={"Origin": ALLOWED})  # the first hit keeps its headers
+    after_cors = lru.currsize
+    client.get("/jsonp/api/m?callback=cb")  # and the JSONP path's, and the script JSON
+    after_jsonp = lru.currsize
+    client.get("/cors/api/m", headers={"Origin": ALLOWED})
+    assert app.extensions["bridge.hit_path"].served == 3
+    assert before < after_cors < after_jsonp == lru.currsize
+    entry = next(v[1] for v in lru.values() if hasattr(v[1], "cors_headers"))
+    assert entry.cors_headers is not None and entry.jsonp_headers is not None
+    assert after_cors - before >= sum(len(k) + len(v) for k, v in entry.cors_headers)
+
+
+@pytest.mark.redis
+def test_with_redis_hits_are_served_here_and_nothing_is_kept_on_entries(
+        make_config: Callable[..., Config], upstream: UpstreamServer, redis_server) -> None:  # type: ignore[no-untyped-def]
+    redis_server.flush()
+    upstream.route("/r", Reply(200, {"r": 1}, {"Content-Type": "application/json", "ETag": '"r"'}))
+    config = make_config(f"[cache]\nbackend = {redis_server.url}\n")
+    fast = create_app(config)
+    views = create_app(config, hit_path=False)
+    hit_path = fast.extensions["bridge.hit_path"]
+    assert not hit_path.remembers
+    first = fast.test_client().get("/cors/api/r", headers={"Origin": ALLOWED})
+    assert "stored" in first.headers["Cache-Status"]
+    ours = fast.test_client().get("/cors/api/r", headers={"Origin": ALLOWED})
+    theirs = views.test_client().get("/cors/api/r", headers={"Origin": ALLOWED})
+    assert hit_path.served == 1
+    assert ours.headers["Cache-Status"].startswith("jsonp-cors-bridge; hit")
+    assert comparable(list(ours.headers)) == comparable(list(theirs.headers))
+    assert ours.get_data() == theirs.get_data()
+    assert len([s for s in upstream.seen if s.path == "/r"]) == 1
