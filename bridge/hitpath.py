@@ -184,7 +184,9 @@ class HitPath:
                 return None
             wsgi_headers = cors_hit_headers(answer, upstream.cors, origin, self.remembers)
             body, status = answer.response.body, answer.response.status
-            content_type = answer.response.header("content-type") or ""
+            # As the access hook reads a refusal's code: from a JSON answer of 400 or more.
+            mimetype = (answer.response.header("content-type") or "").split(";")[0].strip().lower()
+            error = error_code_of(status, mimetype, body) if status >= 400 else ""
         else:
             params = views.jsonp_params_of(req, config)
             forwarded = views.upstream_request(
@@ -196,14 +198,12 @@ class HitPath:
             body, status = views.jsonp_script(answer, params, upstream, config.limits.max_json_depth,
                                               views.answer_headers(answer) if params.envelope else [])
             wsgi_headers = jsonp_hit_headers(answer, self.remembers)
-            content_type = views.JSONP_CONTENT_TYPE
+            error = ""  # a script is never read for an error code
         assert self.gateway.cache is not None  # fresh_hit found an entry in it
         self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more
         wsgi_headers.append((REQUEST_ID_HEADER, request_id))
         wsgi_headers.append(("Content-Length", str(len(body))))
-        mimetype = content_type.split(";")[0].strip().lower()
-        return _Reply(kind, name, status, wsgi_headers, body, request_id,
-                      error_code_of(status, mimetype, body), answer.cache_status)
+        return _Reply(kind, name, status, wsgi_headers, body, request_id, error, answer.cache_status)
 
     def _send(self, reply: _Reply, environ: dict[str, Any], start_response: StartResponse,
               started: float) -> Iterable[bytes]:

@@ -123,7 +123,7 @@ def current_request_id() -> str | None:
 
 def _error_code(response: Response) -> str:
     """The ``error`` code of a bridge refusal; read only from small JSON error bodies."""
-    if response.status_code < 400 or response.mimetype != "application/json" or response.is_streamed:
+    if response.status_code < 400 or response.is_streamed:
         return ""
     return error_code_of(response.status_code, response.mimetype, response.get_data())
 
