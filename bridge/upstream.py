@@ -11,6 +11,7 @@ This module raises the typed errors of ``errors.py``; it knows nothing about COR
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -284,6 +285,7 @@ class UpstreamClient:
         self._resolver = resolver or system_resolver
         self._pools: dict[str, PoolManager] = {}
         self._pools_lock = threading.Lock()
+        self._pools_pid = os.getpid()
         # Called after every send, success or failure; appended to at start-up only (create_app).
         self.observers: list[Callable[[Exchange], None]] = []
 
@@ -294,6 +296,11 @@ class UpstreamClient:
         differ in ``allow_private``. Every connection it opens, redirect hops included, is resolved
         and checked by the guard (netguard.py).
         """
+        if self._pools_pid != os.getpid():
+            # A forked child (gunicorn preloads the app in its master) must never share the
+            # parent's sockets: it starts with pools of its own.
+            with self._pools_lock:
+                self._pools, self._pools_pid = {}, os.getpid()
         manager = self._pools.get(upstream.name)
         if manager is None:
             with self._pools_lock:

@@ -64,3 +64,4 @@ def test_a_corrupt_compressed_answer_is_a_clear_502(
     response = make_app().test_client().get("/cors/api/bad")
     assert response.status_code == 502
     assert response.get_json()["error"] == "upstream_error"
+
