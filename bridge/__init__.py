@@ -16,7 +16,7 @@ from .config import Config
 from .errors import BridgeError
 from .gateway import Gateway
 from .health import Health
-from .limits import install_limits
+from .limits import install_limits, trust_proxies
 from .netguard import Resolver
 from .upstream import UpstreamClient
 
@@ -64,4 +64,5 @@ def create_app(config: Config, *, cache: Cache | None = None,
         from . import hitpath
 
         hitpath.install(app)
+    trust_proxies(app, config)  # last: the whole stack, hit path included, sees the client's address
     return app

@@ -13,8 +13,8 @@ header for header. The one thing it adds is a memo: the headers of an entry that
 every hit are made once, by the views' functions, and kept on the entry.
 
 Left to Flask: HEAD, conditional requests (If-None-Match, If-Modified-Since), requests with a body,
-anything refused, misses and stale entries, and every request while a rate limit is configured (the
-budget is flask-limiter's, kept in one place).
+anything refused (a rate limit's refusal included: a hit is counted by flask-limiter's own check before
+it is served here, ``limits.within_budget``), misses and stale entries.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .config import Config
 from .cors import CorsPolicy, granted_headers, origin_allowed
 from .errors import BridgeError
 from .gateway import Answer, Gateway
-from .limits import refuse_odd_shape
+from .limits import refuse_odd_shape, within_budget
 from .observe import (
     REQUEST_ID_HEADER,
     AccessRecord,
@@ -136,9 +136,12 @@ class HitPath:
         self.config: Config = app.extensions["bridge.config"]
         self.gateway: Gateway = app.extensions["bridge.gateway"]
         self.recorder: Recorder = app.extensions["bridge.access_recorder"]
+        self.app = app
         limiter = app.extensions.get("bridge.limiter")
-        # Off while any rate limit is configured: the budget is counted by flask-limiter's hooks.
-        self.enabled = self.gateway.cache is not None and not (limiter is not None and limiter.enabled)
+        # With a rate limit configured, a hit is counted by flask-limiter's own check before it is
+        # served here (limits.within_budget); a refusal is left to the views, which answer the 429.
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self.enabled = self.gateway.cache is not None
         self.served = 0  # hits answered here, for tests and curious operators
         # Entries keep their unchanging headers only in this process's memory store: a Redis entry
         # is read afresh on every hit, so there is nothing to keep them on.
@@ -199,6 +202,8 @@ class HitPath:
                                               views.answer_headers(answer) if params.envelope else [])
             wsgi_headers = jsonp_hit_headers(answer, self.remembers)
             error = ""  # a script is never read for an error code
+        if self.limiter is not None and not within_budget(self.app, self.limiter, environ):
+            return None  # over budget: the views count and refuse it with their 429
         assert self.gateway.cache is not None  # fresh_hit found an entry in it
         self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more
         wsgi_headers.append((REQUEST_ID_HEADER, request_id))
@@ -226,7 +231,8 @@ class _Reply:
 
 
 def install(app: Flask) -> HitPath:
-    """Put the hit path in front of the app's WSGI stack (outside ProxyFix: it needs no address)."""
+    """Put the hit path in front of the app's WSGI stack (inside ProxyFix, which create_app adds last,
+    so a rate limit counted here is counted for the client's address)."""
     hit_path = HitPath(app, app.wsgi_app)
     app.wsgi_app = hit_path  # type: ignore[method-assign]
     app.extensions["bridge.hit_path"] = hit_path

@@ -136,13 +136,31 @@ def retry_after(limiter: Limiter) -> int:
     return max(1, int(current.reset_at - time.time()))  # reset_at is already rounded up
 
 
-def install_limits(app: Flask, config: Config) -> Limiter:
-    """Wire the client address, the request-shape checks and the rate limits into ``app``."""
+def trust_proxies(app: Flask, config: Config) -> None:
+    """The client address behind ``[server] trusted_proxies`` proxies, for everything the app runs
+    (the hit path included): create_app installs this last, so it wraps the whole WSGI stack."""
     if config.server.trusted_proxies:
         # Only X-Forwarded-For, and only as many hops as there are proxies we run: the entry the
         # nearest trusted proxy appended. Host, Proto, Port and Prefix stay what the socket says.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.server.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=0, x_host=0, x_port=0, x_prefix=0)
+
+
+def within_budget(app: Flask, limiter: Limiter, environ: dict[str, Any]) -> bool:
+    """Whether the request in ``environ`` is within its rate limits, counting it as the before-request
+    hook would: flask-limiter's own check, run in a request context of this request (routing included,
+    so per-upstream limits see their upstream). For the hit path, which answers before Flask's hooks."""
+    with app.request_context(environ):
+        try:
+            limiter._check_request_limit()  # the hook flask-limiter registers with before_request
+        except RateLimitExceeded:
+            return False
+    return True
+
+
+def install_limits(app: Flask, config: Config) -> Limiter:
+    """Wire the request-shape checks and the rate limits into ``app`` (the client address:
+    ``trust_proxies``)."""
     app.before_request(check_request_shape)  # before the limiter's hook: junk costs no budget
 
     limiter = Limiter(
@@ -162,11 +180,14 @@ def install_limits(app: Flask, config: Config) -> Limiter:
     )
     limiter.request_filter(lambda: request.endpoint in EXEMPT_ENDPOINTS)
     limiter.init_app(app)
-    per_upstream = limiter.shared_limit(_upstream_limit, scope="upstream",
-                                        key_func=_client_and_upstream,
-                                        exempt_when=_no_upstream_limit, override_defaults=False)
-    for blueprint in ("cors", "jsonp"):
-        per_upstream(cast(Blueprint, app.blueprints[blueprint]))
+    if any(u.per_client for u in config.upstreams.values()):
+        # Only when some upstream has a budget of its own: flask-limiter resolves a blueprint's
+        # limits (and parses the callable's string) on every request, even for exempt ones.
+        per_upstream = limiter.shared_limit(_upstream_limit, scope="upstream",
+                                            key_func=_client_and_upstream,
+                                            exempt_when=_no_upstream_limit, override_defaults=False)
+        for blueprint in ("cors", "jsonp"):
+            per_upstream(cast(Blueprint, app.blueprints[blueprint]))
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(error: RateLimitExceeded) -> Response:

@@ -47,8 +47,9 @@ def build(config: Config, hit_path: bool) -> Bridge:
     return bridge
 
 
-@pytest.fixture
-def pair(make_config: Callable[..., Config], upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
+@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
+def pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
+         upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
     upstream.route("/d", Reply(200, {"a": "<b>", "n": 1.10}, {"Content-Type": "application/json",
                                                              "ETag": '"v1"', "Vary": "Accept-Language"}))
     upstream.route("/plain", Reply(200, b'{"typeless": true}', {"Content-Type": None}))
@@ -62,7 +63,7 @@ def pair(make_config: Callable[..., Config], upstream: UpstreamServer) -> tuple[
         "Content-Type": "Application/JSON; charset=UTF-8", "X-Request-ID": "the-filling-request",
         "Age": "7", "Cache-Status": "upstream-cache; hit", "Cache-Control": "max-age=100",
         "Vary": "Origin", "X-Content-Type-Options": "sniff-please", "Content-Security-Policy": "none"}))
-    config = make_config(CACHE)
+    config = make_config(CACHE + request.param)
     return build(config, True), build(config, False)
 
 
@@ -189,17 +190,44 @@ def test_a_miss_and_an_expired_entry_are_left_to_the_views(
     assert len([s for s in upstream.seen if s.path == "/t"]) == 2
 
 
-def test_the_hit_path_stays_out_while_a_rate_limit_is_configured(
+def test_a_rate_limit_is_one_budget_for_the_hit_path_and_the_views(
         make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
-    """The budget is flask-limiter's: a hit that skipped its hook would not be counted."""
+    """flask-limiter's own check counts every hit served here; the refusal is the views' 429."""
     upstream.route("/r", Reply(200, {"r": 1}, {"Content-Type": "application/json"}))
     app = make_app("[limits]\nper_client = 3/minute\n")
     hit_path = app.extensions["bridge.hit_path"]
-    assert not hit_path.enabled
     client = app.test_client()
-    statuses = [client.get("/cors/api/r").status_code for _ in range(4)]
-    assert statuses == [200, 200, 200, 429]
-    assert hit_path.served == 0
+    answers = [client.get("/cors/api/r", headers={"Origin": ALLOWED}) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]  # a miss, two hits, a refusal
+    assert hit_path.served == 2
+    refusal = answers[3]
+    assert refusal.get_json()["error"] == "rate_limited" and int(refusal.headers["Retry-After"]) >= 1
+    assert refusal.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert client.get("/jsonp/api/r?callback=cb").status_code == 429  # one budget for both paths
+
+
+def test_an_upstreams_own_budget_is_counted_on_hits_too(
+        make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    upstream.route("/u", Reply(200, {"u": 1}, {"Content-Type": "application/json"}))
+    app = make_app(upstream_extra="per_client = 2/minute")
+    client = app.test_client()
+    assert [client.get("/cors/api/u").status_code for _ in range(3)] == [200, 200, 429]
+    assert app.extensions["bridge.hit_path"].served == 1
+    assert client.get("/cors/closed/u").status_code == 200  # another upstream: its own (no) budget
+
+
+def test_budgets_on_the_hit_path_follow_the_trusted_proxys_client_address(
+        make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    upstream.route("/x", Reply(200, {"x": 1}, {"Content-Type": "application/json"}))
+    app = make_app("[server]\ntrusted_proxies = 1\n[limits]\nper_client = 2/minute\n")
+    client = app.test_client()
+
+    def ask(address: str) -> int:
+        return client.get("/cors/api/x", headers={"X-Forwarded-For": address}).status_code
+
+    assert [ask("198.51.100.7") for _ in range(3)] == [200, 200, 429]
+    assert [ask("203.0.113.9") for _ in range(2)] == [200, 200]  # another client, its own budget
+    assert app.extensions["bridge.hit_path"].served == 3  # one hit of the first client, two of this
 
 
 def test_an_upstream_with_ttl_0_is_never_answered_here(
