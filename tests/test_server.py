@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -123,3 +124,41 @@ def test_a_port_already_taken_stops_start_up_instead_of_sharing_it(ini: Path) ->
                                  f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert f"127.0.0.1:{port} is already in use" in result.stderr
+
+
+def raw_exchange(port: int, data: bytes) -> tuple[str, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return lines[0], headers, body
+
+
+def test_what_gunicorn_refuses_itself_is_answered_in_json_without_echo(ini: Path) -> None:
+    """Request lines and headers gunicorn cannot parse never reach the app; their refusals still have
+    the bridge's JSON shape, and never repeat the client's bytes."""
+    port = free_port()
+    process = start([sys.executable, "app.py", "--config", str(ini), "--bind", f"127.0.0.1:{port}",
+                     "--workers", "1"], ini.parent / "out.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        cases = [
+            (b"GET /cors/api/?q=\xe9<script> HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request"),
+            (b"GET /cors/api/?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "414", "uri_too_long"),
+            (b"GET /cors/api/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", "431",
+             "headers_too_large"),
+        ]
+        for data, status, code in cases:
+            line, headers, body = raw_exchange(port, data)
+            assert line.split(" ")[1] == status, line
+            assert headers["Content-Type"] == "application/json"
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            document = json.loads(body)
+            assert document["error"] == code and document["message"]
+            assert b"<script>" not in body and b"aaaa" not in body and b"bbbb" not in body
+    finally:
+        stop(process)
