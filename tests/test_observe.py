@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator
 
@@ -12,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from bridge.observe import ACCESS_LOGGER, accepted_request_id, cache_outcome, new_request_id, path_kind
+from tests.forking import in_forked_child
 from tests.upstream_server import UpstreamServer
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -70,17 +70,8 @@ def test_generated_ids_differ_between_forked_workers() -> None:
     """gunicorn forks workers from a master that imported the bridge: each must draw its own ids."""
     parent_ids = {new_request_id() for _ in range(1000)}
     assert len(parent_ids) == 1000
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a worker
-        try:
-            os.write(write, " ".join(new_request_id() for _ in range(1000)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child_ids = set(pipe.read().split())
-    os.waitpid(pid, 0)
+    output = in_forked_child(lambda: " ".join(new_request_id() for _ in range(1000)).encode())
+    child_ids = set(output.decode().split())
     assert len(child_ids) == 1000 and all(GENERATED.fullmatch(i) for i in child_ids)
     assert not child_ids & (parent_ids | {new_request_id() for _ in range(1000)})
     assert {i[:16] for i in child_ids} != {i[:16] for i in parent_ids}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 
+from tests.forking import in_forked_child
 from tests.upstream_server import Reply, UpstreamServer
 
 
@@ -20,18 +20,7 @@ def test_a_forked_worker_does_not_share_the_parents_pooled_connections(
     app = make_app(upstream_extra="ttl = 0")
     client = app.test_client()
     assert client.get("/cors/api/p").status_code == 200  # the parent now holds a pooled connection
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            status = client.get("/cors/api/p").status_code
-            os.write(write, str(status).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        assert pipe.read() == "200"
-    os.waitpid(pid, 0)
+    assert in_forked_child(lambda: str(client.get("/cors/api/p").status_code).encode()) == b"200"
     assert client.get("/cors/api/p").status_code == 200
     ports = [s.client_port for s in upstream.seen if s.path == "/p"]
     assert len(ports) == 3 and ports[0] == ports[2] != ports[1]  # the child used a connection of its own
