@@ -356,11 +356,14 @@ def status_forward(reason: str, *, stored: bool = False, fwd_status: int | None 
 _MEMO_LOCK = threading.Lock()  # guards the once-per-entry script JSON; taken only on the first hit
 
 
+def pairs_size(pairs: tuple[tuple[str, str], ...]) -> int:
+    """Accounted bytes of a tuple of header pairs: the tuple, each pair and its two strings."""
+    return sys.getsizeof(pairs) + sum(
+        sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1]) for pair in pairs)
+
+
 def _strings_size(key: str, response: UpstreamResponse) -> int:
-    size = sys.getsizeof(key) + sys.getsizeof(response.body) + sys.getsizeof(response.headers)
-    for pair in response.headers:
-        size += sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1])
-    return size
+    return sys.getsizeof(key) + sys.getsizeof(response.body) + pairs_size(response.headers)
 
 
 @dataclass(slots=True, eq=False)

@@ -20,7 +20,6 @@ it is served here, ``limits.within_budget``), misses and stale entries.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +31,7 @@ from werkzeug.wrappers import Request
 
 from . import jsonp as jsonp_policy
 from . import views
+from .cache import pairs_size
 from .config import Config
 from .cors import CorsPolicy, granted_headers, origin_allowed
 from .errors import BridgeError
@@ -73,17 +73,12 @@ def cors_hit_headers(answer: Answer, policy: CorsPolicy, origin: str | None,
     (``upstream.filter_response_headers``), so nothing can stand in the grant's way. The request id
     and length are the caller's, as after the views.
     """
-    entry = answer.entry
-    assert entry is not None  # a hit is always served from an entry
-    static = entry.cors_headers
-    if static is None:
-        made = views.proxied_headers(Answer(entry.response))
+    def make(stored: Answer) -> Headers:
+        made = views.proxied_headers(stored)
         views.add_vary_origin(made)
-        static = _same_on_every_hit(made)
-        if remembered:
-            entry.cors_headers = static
-            _reaccount(answer, static)
-    headers = _with_cache_headers(static, answer)
+        return made
+
+    headers = _with_cache_headers(_kept_headers(answer, "cors_headers", make, remembered), answer)
     if origin is not None:
         headers.extend(granted_headers(policy, origin))
     return headers
@@ -92,31 +87,30 @@ def cors_hit_headers(answer: Answer, policy: CorsPolicy, origin: str | None,
 def jsonp_hit_headers(answer: Answer, remembered: bool = True) -> list[tuple[str, str]]:
     """``views.jsonp_headers(views.jsonp_passed_headers(...))`` for a hit, made as ``cors_hit_headers``
     makes the CORS path's: once per entry by the views' functions, plus what changes per hit."""
+    def make(stored: Answer) -> Headers:
+        return views.jsonp_headers(views.jsonp_passed_headers(views.answer_headers(stored)))
+
+    return _with_cache_headers(_kept_headers(answer, "jsonp_headers", make, remembered), answer)
+
+
+def _kept_headers(answer: Answer, slot: str, make: Callable[[Answer], Headers],
+                  remembered: bool) -> tuple[tuple[str, str], ...]:
+    """The entry's headers that are the same on every hit: ``make`` (the views' functions) applied to
+    the stored answer without its per-hit fields, kept in ``slot`` of the entry when ``remembered``.
+    What is kept counts in the entry's size, and the store accounts it again, as it does when an
+    entry gains its script JSON: the memory bound holds what is kept, not only the body."""
     entry = answer.entry
-    assert entry is not None
-    static = entry.jsonp_headers
+    assert entry is not None  # a hit is always served from an entry
+    static: tuple[tuple[str, str], ...] | None = getattr(entry, slot)
     if static is None:
-        made = views.jsonp_headers(views.jsonp_passed_headers(views.answer_headers(Answer(entry.response))))
-        static = _same_on_every_hit(made)
+        static = tuple((k, v) for k, v in make(Answer(entry.response)).to_wsgi_list()
+                       if k.lower() not in _PER_HIT)
         if remembered:
-            entry.jsonp_headers = static
-            _reaccount(answer, static)
-    return _with_cache_headers(static, answer)
-
-
-def _reaccount(answer: Answer, static: tuple[tuple[str, str], ...]) -> None:
-    """Count the kept headers in the entry's size, and have the store account it again, as it does
-    when an entry gains its script JSON: the memory bound holds what is kept, not only the body."""
-    entry = answer.entry
-    assert entry is not None
-    entry.size += sys.getsizeof(static) + sum(
-        sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1]) for pair in static)
-    if answer.remember is not None:
-        answer.remember("")
-
-
-def _same_on_every_hit(headers: Headers) -> tuple[tuple[str, str], ...]:
-    return tuple((k, v) for k, v in headers.to_wsgi_list() if k.lower() not in _PER_HIT)
+            setattr(entry, slot, static)
+            entry.size += pairs_size(static)
+            if answer.remember is not None:
+                answer.remember("")
+    return static
 
 
 def _with_cache_headers(static: tuple[tuple[str, str], ...], answer: Answer) -> list[tuple[str, str]]:
