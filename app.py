@@ -43,10 +43,10 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
         "graceful_timeout": 10,
         "keepalive": 5,
         "preload_app": True,
-        # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
-        # over them; on one shared socket, a burst of connections often all went to one worker.
-        # Not for sync workers: one the kernel hands a connection while it is busy would hold it
-        # until its request ends, while another worker idles (threaded workers accept anyway).
+        # [server] reuse_port: each worker listens on its own SO_REUSEPORT socket and the kernel
+        # spreads connections over them (on one shared socket, a burst of connections can all go
+        # to one worker). Never for sync workers: one the kernel hands a connection while it is
+        # busy would hold it until its request ends, while another worker idles.
         "reuse_port": config.server.reuse_port and config.server.worker_class != "sync",
         # The request-line and header limits: see README "Limits".
         "limit_request_line": min(config.limits.max_url_length, 8190),

@@ -144,6 +144,10 @@ def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str 
     out.optionxform = str  # type: ignore[assignment,method-assign]
     for section in ("server", "cors", "jsonp", "cache", "limits"):
         out[section] = dict(source[section]) if source.has_section(section) else {}
+    # wrk opens all its connections in one burst, which on gunicorn's shared socket often all land on
+    # one worker (ss: 32/0) and measure one core; real clients arrive spread out. One SO_REUSEPORT
+    # socket per worker (off in wsgi.ini, see README) spreads them as traffic would be spread.
+    out["server"]["reuse_port"] = "true"
     out["server"].update(server)
     if backend is not None:
         out["cache"]["backend"] = backend

@@ -228,7 +228,7 @@ SECTIONS: dict[str, dict[str, tuple[Parser, str]]] = {
         "threads": (_positive_int, "8"),
         "worker_class": (_text, "gthread"),
         "trusted_proxies": (_non_negative_int, "0"),
-        "reuse_port": (_bool, "true"),
+        "reuse_port": (_bool, "false"),
     },
     "cors": {
         "allow_origins": (_origins, ""),
@@ -287,7 +287,7 @@ class ServerConfig:
     threads: int
     worker_class: str
     trusted_proxies: int
-    reuse_port: bool = True
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)

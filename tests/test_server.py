@@ -114,7 +114,9 @@ def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
 
 
 def test_a_port_already_taken_stops_start_up_instead_of_sharing_it(ini: Path) -> None:
-    """Workers bind with SO_REUSEPORT; without the check a second bridge would quietly share the port."""
+    """With reuse_port, workers bind with SO_REUSEPORT; without the check a second bridge would
+    quietly share the port."""
+    ini.write_text("[server]\nreuse_port = true\n" + ini.read_text())
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another bridge's worker would
         holder.bind(("127.0.0.1", 0))
