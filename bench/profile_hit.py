@@ -77,12 +77,14 @@ def main() -> None:
     parser.add_argument("--html", help="also write pyinstrument's HTML here")
     parser.add_argument("--timing-only", action="store_true",
                         help="no profile: the best of 5 timed runs of each, bridge and floor")
+    parser.add_argument("--upstream", help="the upstream's url (such as nginx serving bench/run.py's "
+                        "payload); by default a loopback Python server, whose cost is then profiled too")
     parser.add_argument("--no-hit-path", action="store_true",
                         help="leave fresh hits to the Flask views (bridge/hitpath.py off), to compare")
     args = parser.parse_args()
     from pyinstrument import Profiler
 
-    url = serve_payload()
+    url = args.upstream or serve_payload()
     ini = (ROOT / "wsgi.ini").read_text().split("[upstream:")[0]
     if not os.environ.get("PROFILE_KEEP_LIMITS"):
         ini = ini.replace("per_client = 600/minute", "per_client =")

@@ -7,18 +7,29 @@ its socket when it starts waiting for the answer (``attach_current``); if the de
 one watchdog thread shuts the socket down, which wakes the blocked read at once. The caller then
 sees a broken connection and, being past its deadline, reports a timeout. This module only cuts
 sockets; it does not decide deadlines or render errors.
+
+A watch costs its request no thread switch: the watchdog is woken only for a deadline earlier than the
+one it sleeps until (with one timeout for every request of an upstream, a new deadline is almost always
+later), and it sleeps at least ``TICK`` between rounds, firing every watch then due. So a deadline is
+kept to within ``TICK`` (50 ms, against timeouts of seconds), and a busy bridge wakes the watchdog at
+most 20 times a second instead of twice per upstream request (py-spy: waking it in ``watch`` was a
+sixth of a miss's time holding the GIL).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# The least time between two rounds of firing: how late past its deadline a socket may be cut.
+TICK = 0.05
 
 
 class Watch:
@@ -70,6 +81,9 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._local = threading.local()
+        # When the thread next looks at the heap by itself (inf: only when notified), set under the
+        # condition; a watch due earlier than that notifies it.
+        self._sleeping_until = -math.inf
 
     def _ensure_thread(self) -> None:
         # gunicorn forks workers after loading the app: a thread started before the fork is not in
@@ -77,21 +91,28 @@ class Watchdog:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
             self._heap.clear()
+            self._sleeping_until = -math.inf  # the new thread looks at the heap as soon as it runs
             self._thread = threading.Thread(target=self._run, name="upstream-deadlines", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         while True:
+            due: list[Watch] = []
             with self._condition:
                 while not self._heap:
+                    self._sleeping_until = math.inf
                     self._condition.wait()
-                deadline, _, watch = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._condition.wait(wait)
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+                if not due:
+                    self._sleeping_until = self._heap[0][0]
+                    self._condition.wait(self._heap[0][0] - now)
                     continue
-                heapq.heappop(self._heap)
-            watch.fire()
+                self._sleeping_until = now + TICK
+            for watch in due:
+                watch.fire()  # a finished watch fires as a no-op
+            time.sleep(TICK)  # whatever falls due meanwhile waits for the next round
 
     @contextmanager
     def watch(self, deadline: float) -> Iterator[Watch]:
@@ -100,7 +121,9 @@ class Watchdog:
         with self._condition:
             self._ensure_thread()
             heapq.heappush(self._heap, (deadline, next(self._counter), watch))
-            self._condition.notify()
+            if deadline < self._sleeping_until:  # else the watchdog wakes in time for it anyway
+                self._sleeping_until = deadline
+                self._condition.notify()
         previous = getattr(self._local, "watch", None)
         self._local.watch = watch
         try:

@@ -51,3 +51,41 @@ def test_a_socket_attached_after_the_deadline_is_cut_at_once() -> None:
             assert watch.fired
             watchdog.attach_current(ours)
             assert ours.recv(1) == b""
+
+
+def test_a_deadline_earlier_than_the_one_the_watchdog_sleeps_until_still_wakes_it() -> None:
+    # The watchdog is notified only for a deadline earlier than its next look at the heap: here it
+    # sleeps until a watch 60 s away, and the second, due in 0.1 s, must wake it (not wait 60 s).
+    watchdog = Watchdog()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(20)  # a missed wake-up shows as a timeout, not as a hang
+        with watchdog.watch(time.monotonic() + 60) as far:
+            time.sleep(0.05)  # let the watchdog start sleeping until the far deadline
+            with watchdog.watch(time.monotonic() + 0.1) as near:
+                watchdog.attach_current(ours)
+                assert ours.recv(1) == b""
+            assert near.fired and not far.fired
+
+
+def test_watches_falling_due_together_all_fire() -> None:
+    # Later deadlines do not wake the watchdog; it fires everything due in one round.
+    watchdog = Watchdog()
+    pairs = [socket.socketpair() for _ in range(20)]
+    try:
+        watches = []
+        for i, (ours, _) in enumerate(pairs):
+            ours.settimeout(20)
+            context = watchdog.watch(time.monotonic() + 0.05 + i * 0.005)
+            watch = context.__enter__()
+            watch.attach(ours)
+            watches.append((context, watch))
+        for ours, _ in pairs:
+            assert ours.recv(1) == b""
+        assert all(watch.fired for _, watch in watches)
+        for context, _ in reversed(watches):
+            context.__exit__(None, None, None)
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
