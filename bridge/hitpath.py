@@ -9,8 +9,11 @@ other request, and any request a check would refuse, goes to Flask untouched, wh
 functions the views and hooks call (``limits.refuse_odd_shape``, ``cors.origin_allowed`` and
 ``granted_headers``, ``views.proxied_headers``, ``views.jsonp_script``, ``Gateway.fresh_hit``, the
 access ``Recorder``), and ``tests/test_hitpath.py`` checks that its answers are the views' answers,
-header for header. The one thing it adds is a memo: the headers of an entry that are the same on
-every hit are made once, by the views' functions, and kept on the entry.
+header for header. What it adds are two memos. The headers of an entry that are the same on every hit
+are made once, by the views' functions, and kept on the entry. And what the checks make of a request
+that passes them (its upstream, callback, origin and forwarded request) is a pure function of the
+request's path, query and headers, so it is kept for the last ``SHAPE_MEMO_SIZE`` short requests, keyed
+by all of those (``shape_key``): a browser asks the same url with the same headers again and again.
 
 Left to Flask: HEAD, conditional requests (If-None-Match, If-Modified-Since), requests with a body,
 anything refused (a rate limit's refusal included: a hit is counted by flask-limiter's own check before
@@ -32,7 +35,7 @@ from werkzeug.wrappers import Request
 from . import jsonp as jsonp_policy
 from . import views
 from .cache import pairs_size
-from .config import Config
+from .config import Config, UpstreamConfig
 from .cors import CorsPolicy, granted_headers, origin_allowed
 from .errors import BridgeError
 from .gateway import Answer, Gateway
@@ -46,6 +49,7 @@ from .observe import (
     error_code_of,
     new_request_id,
 )
+from .upstream import UpstreamRequest
 
 log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
@@ -55,6 +59,24 @@ _NOT_PLAIN = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_TRANSFER_ENC
 # Stated per hit, never kept in an entry's headers: the cache's Age replaces the upstream's, and the
 # request id is this request's (an upstream may echo the id of the request that filled the entry).
 _PER_HIT = frozenset({"age", "x-request-id", "content-length"})
+# The shape memo's bound: at most this many requests' checks are kept, each of a request whose url and
+# headers add up to at most SHAPE_MEMO_CHARS characters (longer ones are checked every time), so that
+# requests a client makes up cannot fill memory (about 256 x 4 KiB at worst, per process).
+SHAPE_MEMO_SIZE = 256
+SHAPE_MEMO_CHARS = 4096
+
+
+def shape_key(environ: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    """Everything of a request the hit path's checks read (path, raw url, query, every header), or
+    None when it is too long to keep. Two requests with one key are checked alike, byte for byte."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    key = [path, raw, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", "")]
+    size = len(path) + len(raw)
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            key += (name, value)
+            size += len(name) + len(value)
+    return tuple(key) if size <= SHAPE_MEMO_CHARS else None
 
 
 def status_line(status: int) -> str:
@@ -137,6 +159,7 @@ class HitPath:
         self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.enabled = self.gateway.cache is not None
         self.served = 0  # hits answered here, for tests and curious operators
+        self._shapes: dict[tuple[str, ...], _Shape] = {}  # shape_key -> what the checks made of it
         # Entries keep their unchanging headers only in this process's memory store: a Redis entry
         # is read afresh on every hit, so there is nothing to keep them on.
         self.remembers = self.gateway.cache is not None and self.gateway.cache.store.name == "memory"
@@ -158,42 +181,35 @@ class HitPath:
         return self.inner(environ, start_response)
 
     def _answer(self, environ: dict[str, Any], path: str) -> _Reply | None:
-        kind, _, rest = path[1:].partition("/")
-        name, slash, _ = rest.partition("/")
-        upstream = self.config.upstreams.get(name)
-        if (not slash or upstream is None or upstream.ttl <= 0 or (kind == "jsonp" and not upstream.jsonp)
-                or any(h in environ for h in _NOT_PLAIN)
+        if (any(h in environ for h in _NOT_PLAIN)
                 or environ.get("CONTENT_LENGTH", "0") not in ("", "0")):
             return None
-        config = self.config
-        req = Request(environ)
-        refuse_odd_shape(req, config, config.jsonp.callback_param if kind == "jsonp" else None)
+        key = shape_key(environ, path)
+        shape = self._shapes.get(key) if key is not None else None
+        if shape is None:
+            shape = self._shape(environ, path)
+            if shape is None:
+                return None
+            if key is not None:
+                if len(self._shapes) >= SHAPE_MEMO_SIZE:
+                    self._shapes.clear()  # cheaper than an LRU's bookkeeping on every hit
+                self._shapes[key] = shape
+        answer = self.gateway.fresh_hit(shape.forwarded)
+        if answer is None:
+            return None
         request_id = accepted_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
-        query = views.query_pairs(req, config.limits.max_query_params)
-        if kind == "cors":
-            origin = views.single_origin(req)
-            if origin is not None and not origin_allowed(upstream.cors, origin):
-                return None
-            forwarded = views.upstream_request(req, upstream, "GET", query, tuple(req.headers.items()),
-                                               None, request_id)
-            answer = self.gateway.fresh_hit(forwarded)
-            if answer is None:
-                return None
-            wsgi_headers = cors_hit_headers(answer, upstream.cors, origin, self.remembers)
+        upstream = shape.upstream
+        if shape.params is None:  # the CORS path
+            wsgi_headers = cors_hit_headers(answer, upstream.cors, shape.origin, self.remembers)
             body, status = answer.response.body, answer.response.status
             # As the access hook reads a refusal's code: from a JSON answer of 400 or more.
             mimetype = (answer.response.header("content-type") or "").split(";")[0].strip().lower()
             error = error_code_of(status, mimetype, body) if status >= 400 else ""
         else:
-            params = views.jsonp_params_of(req, config)
-            forwarded = views.upstream_request(
-                req, upstream, "GET", jsonp_policy.forwarded_query(query, config.jsonp.callback_param),
-                views.jsonp_request_headers(req), None, request_id)
-            answer = self.gateway.fresh_hit(forwarded)
-            if answer is None:
-                return None
-            body, status = views.jsonp_script(answer, params, upstream, config.limits.max_json_depth,
-                                              views.answer_headers(answer) if params.envelope else [])
+            body, status = views.jsonp_script(answer, shape.params, upstream,
+                                              self.config.limits.max_json_depth,
+                                              views.answer_headers(answer) if shape.params.envelope
+                                              else [])
             wsgi_headers = jsonp_hit_headers(answer, self.remembers)
             error = ""  # a script is never read for an error code
         if self.limiter is not None and not within_budget(self.app, self.limiter, environ):
@@ -202,7 +218,34 @@ class HitPath:
         self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more
         wsgi_headers.append((REQUEST_ID_HEADER, request_id))
         wsgi_headers.append(("Content-Length", str(len(body))))
-        return _Reply(kind, name, status, wsgi_headers, body, request_id, error, answer.cache_status)
+        return _Reply(shape.kind, upstream.name, status, wsgi_headers, body, request_id, error,
+                      answer.cache_status)
+
+    def _shape(self, environ: dict[str, Any], path: str) -> _Shape | None:
+        """The views' checks of a plain GET, and what they make of it; None (or the views' error)
+        for a request the hit path leaves to the views."""
+        kind, _, rest = path[1:].partition("/")
+        name, slash, _ = rest.partition("/")
+        upstream = self.config.upstreams.get(name)
+        if not slash or upstream is None or upstream.ttl <= 0 or (kind == "jsonp" and not upstream.jsonp):
+            return None
+        config = self.config
+        req = Request(environ)
+        refuse_odd_shape(req, config, config.jsonp.callback_param if kind == "jsonp" else None)
+        query = views.query_pairs(req, config.limits.max_query_params)
+        if kind == "cors":
+            origin = views.single_origin(req)
+            if origin is not None and not origin_allowed(upstream.cors, origin):
+                return None
+            # No request id: a hit asks no upstream, and the id is this request's, not the shape's.
+            forwarded = views.upstream_request(req, upstream, "GET", query, tuple(req.headers.items()),
+                                               None, None)
+            return _Shape(kind, upstream, forwarded, origin, None)
+        params = views.jsonp_params_of(req, config)
+        forwarded = views.upstream_request(
+            req, upstream, "GET", jsonp_policy.forwarded_query(query, config.jsonp.callback_param),
+            views.jsonp_request_headers(req), None, None)
+        return _Shape(kind, upstream, forwarded, None, params)
 
     def _send(self, reply: _Reply, environ: dict[str, Any], start_response: StartResponse,
               started: float) -> Iterable[bytes]:
@@ -213,6 +256,16 @@ class HitPath:
             cache=cache_outcome(reply.cache_status), duration=time.perf_counter() - started,
             request_id=reply.request_id, error=reply.error))
         return [reply.body]
+
+
+class _Shape:
+    """What the checks made of a request that passed them; the same for every request of its shape."""
+    __slots__ = ("kind", "upstream", "forwarded", "origin", "params")
+
+    def __init__(self, kind: str, upstream: UpstreamConfig, forwarded: UpstreamRequest,
+                 origin: str | None, params: jsonp_policy.JsonpParams | None) -> None:
+        self.kind, self.upstream, self.forwarded = kind, upstream, forwarded
+        self.origin, self.params = origin, params  # params: None on the CORS path
 
 
 class _Reply:

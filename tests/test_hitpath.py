@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from flask import Flask
+from werkzeug.test import TestResponse
 
 from bridge import create_app
 from bridge.cache import Cache
@@ -292,3 +293,47 @@ def test_with_redis_hits_are_served_here_and_nothing_is_kept_on_entries(
     assert comparable(list(ours.headers)) == comparable(list(theirs.headers))
     assert ours.get_data() == theirs.get_data()
     assert len([s for s in upstream.seen if s.path == "/r"]) == 1
+
+
+def test_requests_that_differ_in_one_byte_are_checked_on_their_own(pair: tuple[Bridge, Bridge]) -> None:
+    """The shape memo keys on every header, the raw url and the query: a request one header or one
+    character away from a remembered one is never answered with the remembered one's checks."""
+    def fast_answer(url: str, headers: dict[str, str] | None = None) -> TestResponse:
+        """The hit path's bridge's answer; the other is asked too, to keep their events alike."""
+        pair[1].app.test_client().get(url, headers=headers or {})
+        return pair[0].app.test_client().get(url, headers=headers or {})
+
+    assert both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})
+    assert both(pair, "GET", "/cors/api/d", {"Origin": ALLOWED})  # from the memo, the same answer
+    other = "https://deep.sub.example.org"
+    assert both(pair, "GET", "/cors/api/d", {"Origin": other})
+    answer = fast_answer("/cors/api/d", {"Origin": other})
+    assert answer.headers["Access-Control-Allow-Origin"] == other
+    for hostile in ("https://app.example.com.evil.example", "https://evil.example", f"{ALLOWED}/"):
+        assert not both(pair, "GET", "/cors/api/d", {"Origin": hostile})
+        refused = fast_answer("/cors/api/d", {"Origin": hostile})
+        assert "Access-Control-Allow-Origin" not in refused.headers
+    assert both(pair, "GET", "/jsonp/api/d?callback=cb")
+    assert both(pair, "GET", "/jsonp/api/d?callback=cc")
+    script = fast_answer("/jsonp/api/d?callback=cc").get_data()
+    assert script.startswith(b"/**/cc(")
+    assert not both(pair, "GET", "/jsonp/api/d?callback=cb", {"X-Note": "a\x00b"})
+    assert not both(pair, "GET", "/jsonp/api/d?callback=cb&callback=cb")
+
+
+def test_the_shape_memo_is_bounded(make_app: Callable[..., Flask], upstream: UpstreamServer) -> None:
+    from bridge.hitpath import SHAPE_MEMO_CHARS, SHAPE_MEMO_SIZE
+
+    upstream.route("/b", Reply(200, {"b": 1}, {"Content-Type": "application/json"}))
+    app = make_app()
+    hit_path = app.extensions["bridge.hit_path"]
+    client = app.test_client()
+    client.get("/jsonp/api/b?callback=cb")  # fills the cache; the callback is not part of its key
+    for i in range(SHAPE_MEMO_SIZE + 50):
+        assert client.get(f"/jsonp/api/b?callback=cb{i}").get_data().startswith(f"/**/cb{i}(".encode())
+        assert 0 < len(hit_path._shapes) <= SHAPE_MEMO_SIZE
+    long_header = {"X-Note": "n" * SHAPE_MEMO_CHARS}
+    kept = len(hit_path._shapes)
+    served = hit_path.served
+    assert client.get("/jsonp/api/b?callback=cb", headers=long_header).status_code == 200
+    assert hit_path.served == served + 1 and len(hit_path._shapes) == kept  # served, not kept
