@@ -31,8 +31,8 @@ class RestConverter(PathConverter):
 def create_app(config: Config, *, cache: Cache | None = None,
                resolver: Resolver | None = None, hit_path: bool = True) -> Flask:
     """The app for ``config``; tests may hand in a ``cache`` built with their own clock, and a
-    ``resolver`` that replaces the system's DNS for upstream names. ``hit_path=False`` leaves fresh
-    cache hits to the views too (hitpath.py answers them in front of Flask otherwise)."""
+    ``resolver`` that replaces the system's DNS for upstream names. ``hit_path=False`` leaves plain
+    GETs to the views too (hitpath.py answers them in front of Flask otherwise)."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # '//' in a path is refused by the path checks, not quietly merged and redirected by routing.

@@ -37,10 +37,15 @@ from .cache import (
     storable_lifetime,
     variant_key,
 )
-from .errors import UpstreamError, UpstreamTimeout
+from .errors import BridgeError, UpstreamError, UpstreamTimeout
 from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
-__all__ = ["CACHE_NAME", "Answer", "Gateway"]
+__all__ = ["CACHE_NAME", "FETCHED", "Answer", "Gateway"]
+
+# The WSGI environ key of what the hit path fetched for a plain GET it then left to the views
+# (hitpath.py): the Answer, or the BridgeError the fetch raised. The views carry on from it
+# (``Gateway.fetch_once``), so a request never asks its upstream twice.
+FETCHED = "bridge.fetched"
 
 
 @dataclass
@@ -126,6 +131,16 @@ class Gateway:
                           shared.entry, shared.remember)
         # What the fetcher got may not be shared (no-store, private, another variant): ask ourselves.
         return Answer(self.client.send(request), cache_status=status_forward(reason))
+
+    def fetch_once(self, environ: dict[str, object], request: UpstreamRequest) -> Answer:
+        """``fetch``, unless the hit path already fetched this request: then its answer or error."""
+        outcome = environ.pop(FETCHED, None)
+        if outcome is None:
+            return self.fetch(request)
+        if isinstance(outcome, BridgeError):
+            raise outcome
+        assert isinstance(outcome, Answer)
+        return outcome
 
     def fresh_hit(self, request: UpstreamRequest) -> Answer | None:
         """The answer to a plain GET when the cache holds a fresh entry for it, else None.

@@ -1,23 +1,31 @@
-"""Fresh cache hits answered in front of Flask: the same decisions, without the framework's cost.
+"""Plain GETs answered in front of Flask: the same decisions, without the framework's cost.
 
 A cache hit is most of a busy bridge's traffic, and on one most of the time went to Flask and werkzeug
 themselves (request context, routing, hooks, ``Response`` building: about half of a hit in the
-profile). ``HitPath`` is a WSGI layer around the Flask app that serves a plain ``GET`` on ``/cors/`` or
-``/jsonp/`` when, and only when, the cache holds a fresh answer for it and every check passes; any
-other request, and any request a check would refuse, goes to Flask untouched, which then answers it
+profile; a third of a miss). ``HitPath`` is a WSGI layer around the Flask app that serves a plain
+``GET`` on ``/cors/`` or ``/jsonp/`` whose every check passes: from the cache when it holds a fresh
+answer, else from ``Gateway.fetch`` (a miss, a revalidation, an upstream with ``ttl = 0``). Any other
+request, and any request a check would refuse, goes to Flask untouched, which then answers it
 (refusals included) exactly as before. So this module decides nothing of its own: it calls the very
 functions the views and hooks call (``limits.refuse_odd_shape``, ``cors.origin_allowed`` and
-``granted_headers``, ``views.proxied_headers``, ``views.jsonp_script``, ``Gateway.fresh_hit``, the
-access ``Recorder``), and ``tests/test_hitpath.py`` checks that its answers are the views' answers,
-header for header. What it adds are two memos. The headers of an entry that are the same on every hit
-are made once, by the views' functions, and kept on the entry. And what the checks make of a request
-that passes them (its upstream, callback, origin and forwarded request) is a pure function of the
-request's path, query and headers, so it is kept for the last ``SHAPE_MEMO_SIZE`` short requests, keyed
-by all of those (``shape_key``): a browser asks the same url with the same headers again and again.
+``granted_headers``, ``views.proxied_headers``, ``views.jsonp_script``, ``Gateway.fresh_hit`` and
+``fetch``, the access ``Recorder``), and ``tests/test_hitpath.py`` checks that its answers are the
+views' answers, header for header. What it adds are two memos. The headers of an entry that are the
+same on every hit are made once, by the views' functions, and kept on the entry. And what the checks
+make of a request that passes them (its upstream, callback, origin and forwarded request) is a pure
+function of the request's path, query and headers, so it is kept for the last ``SHAPE_MEMO_SIZE``
+short requests, keyed by all of those (``shape_key``): a browser asks the same url with the same
+headers again and again.
+
+Once it has asked the upstream, a request is never asked again: when what came back is refused (a
+JSONP answer that is not JSON, an upstream timeout) or bodiless (204, 304), the request goes to the
+views with the fetch's outcome, its id and its start (``gateway.FETCHED``, ``observe.HANDED_*``), and
+they render it as their own. A request counted against its rate limits here is not counted again
+there (``limits.COUNTED``).
 
 Left to Flask: HEAD, conditional requests (If-None-Match, If-Modified-Since), requests with a body,
-anything refused (a rate limit's refusal included: a hit is counted by flask-limiter's own check before
-it is served here, ``limits.within_budget``), misses and stale entries.
+and anything refused before the upstream is asked (a rate limit's refusal included: a request is
+counted by flask-limiter's own check before it is served here, ``limits.within_budget``).
 """
 
 from __future__ import annotations
@@ -38,9 +46,11 @@ from .cache import pairs_size
 from .config import Config, UpstreamConfig
 from .cors import CorsPolicy, granted_headers, origin_allowed
 from .errors import BridgeError
-from .gateway import Answer, Gateway
+from .gateway import FETCHED, Answer, Gateway
 from .limits import refuse_odd_shape, within_budget
 from .observe import (
+    HANDED_REQUEST_ID,
+    HANDED_STARTED,
     REQUEST_ID_HEADER,
     AccessRecord,
     Recorder,
@@ -157,20 +167,20 @@ class HitPath:
         # With a rate limit configured, a hit is counted by flask-limiter's own check before it is
         # served here (limits.within_budget); a refusal is left to the views, which answer the 429.
         self.limiter = limiter if limiter is not None and limiter.enabled else None
-        self.enabled = self.gateway.cache is not None
-        self.served = 0  # hits answered here, for tests and curious operators
+        self.served = 0  # fresh hits answered here, for tests and curious operators
+        self.fetched = 0  # other plain GETs answered here (misses, revalidations, ttl = 0)
         self._shapes: dict[tuple[str, ...], _Shape] = {}  # shape_key -> what the checks made of it
         # Entries keep their unchanging headers only in this process's memory store: a Redis entry
         # is read afresh on every hit, so there is nothing to keep them on.
         self.remembers = self.gateway.cache is not None and self.gateway.cache.store.name == "memory"
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self.enabled and environ.get("REQUEST_METHOD") == "GET":
+        if environ.get("REQUEST_METHOD") == "GET":
             path: str = environ.get("PATH_INFO", "")
             if path.startswith(("/cors/", "/jsonp/")) and not environ.get("SCRIPT_NAME"):
                 started = time.perf_counter()
                 try:
-                    reply = self._answer(environ, path)
+                    reply = self._answer(environ, path, started)
                 except BridgeError:
                     reply = None  # refused: the views refuse it the same way, in their own words
                 except Exception:  # a bug here must cost speed, never an answer
@@ -180,7 +190,7 @@ class HitPath:
                     return self._send(reply, environ, start_response, started)
         return self.inner(environ, start_response)
 
-    def _answer(self, environ: dict[str, Any], path: str) -> _Reply | None:
+    def _answer(self, environ: dict[str, Any], path: str, started: float) -> _Reply | None:
         if (any(h in environ for h in _NOT_PLAIN)
                 or environ.get("CONTENT_LENGTH", "0") not in ("", "0")):
             return None
@@ -195,16 +205,16 @@ class HitPath:
                     self._shapes.clear()  # cheaper than an LRU's bookkeeping on every hit
                 self._shapes[key] = shape
         answer = self.gateway.fresh_hit(shape.forwarded)
-        if answer is None:
-            return None
+        if self.limiter is not None and not within_budget(self.app, self.limiter, environ):
+            return None  # over budget: the views count it again and refuse it with their 429
         request_id = accepted_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        if answer is None:
+            return self._fetched(environ, shape, request_id, started)
         upstream = shape.upstream
         if shape.params is None:  # the CORS path
             wsgi_headers = cors_hit_headers(answer, upstream.cors, shape.origin, self.remembers)
             body, status = answer.response.body, answer.response.status
-            # As the access hook reads a refusal's code: from a JSON answer of 400 or more.
-            mimetype = (answer.response.header("content-type") or "").split(";")[0].strip().lower()
-            error = error_code_of(status, mimetype, body) if status >= 400 else ""
+            error = self._error_code(status, answer, body)
         else:
             body, status = views.jsonp_script(answer, shape.params, upstream,
                                               self.config.limits.max_json_depth,
@@ -212,14 +222,60 @@ class HitPath:
                                               else [])
             wsgi_headers = jsonp_hit_headers(answer, self.remembers)
             error = ""  # a script is never read for an error code
-        if self.limiter is not None and not within_budget(self.app, self.limiter, environ):
-            return None  # over budget: the views count and refuse it with their 429
         assert self.gateway.cache is not None  # fresh_hit found an entry in it
         self.gateway.cache.event("hit")  # counted only now, when nothing can refuse it any more
+        self.served += 1
+        return self._reply(shape, status, wsgi_headers, body, request_id, error, answer.cache_status)
+
+    def _fetched(self, environ: dict[str, Any], shape: _Shape, request_id: str,
+                 started: float) -> _Reply | None:
+        """Not a fresh hit: the gateway's answer (a miss, a revalidation, a stale or uncached one),
+        rendered by the views' functions. Whatever happens after the fetch is left to the views with
+        the fetch's outcome (``gateway.FETCHED``), the request's id and start, so that they render it
+        (refusals included) as their own, without asking the upstream again or counting it twice."""
+        environ[HANDED_REQUEST_ID], environ[HANDED_STARTED] = request_id, started
+        forwarded = shape.forwarded
+        try:
+            answer = self.gateway.fetch(UpstreamRequest(
+                forwarded.upstream, "GET", forwarded.path, forwarded.query, forwarded.headers,
+                None, request_id))
+        except BridgeError as exc:
+            environ[FETCHED] = exc
+            raise
+        environ[FETCHED] = answer
+        status = answer.response.status
+        if status < 200 or status in (204, 304):
+            return None  # bodiless answers: werkzeug's Response has rules of its own for them
+        upstream = shape.upstream
+        if shape.params is None:  # the CORS path
+            made = views.proxied_headers(answer)
+            views.grant_cors(made, upstream.cors, [] if shape.origin is None else [shape.origin])
+            body = answer.response.body
+            error = self._error_code(status, answer, body)
+        else:
+            body, status, made = views.jsonp_answer(answer, shape.params, upstream,
+                                                    self.config.limits.max_json_depth)
+            error = ""
+        wsgi_headers = [(k, v) for k, v in made.to_wsgi_list()
+                        if k.lower() not in ("x-request-id", "content-length")]
+        self.fetched += 1
+        return self._reply(shape, status, wsgi_headers, body, request_id, error, answer.cache_status)
+
+    @staticmethod
+    def _error_code(status: int, answer: Answer, body: bytes) -> str:
+        """As the access hook reads a refusal's code: from a JSON answer of 400 or more."""
+        if status < 400:
+            return ""
+        mimetype = (answer.response.header("content-type") or "").split(";")[0].strip().lower()
+        return error_code_of(status, mimetype, body)
+
+    @staticmethod
+    def _reply(shape: _Shape, status: int, wsgi_headers: list[tuple[str, str]], body: bytes,
+               request_id: str, error: str, cache_status: str | None) -> _Reply:
         wsgi_headers.append((REQUEST_ID_HEADER, request_id))
         wsgi_headers.append(("Content-Length", str(len(body))))
-        return _Reply(shape.kind, upstream.name, status, wsgi_headers, body, request_id, error,
-                      answer.cache_status)
+        return _Reply(shape.kind, shape.upstream.name, status, wsgi_headers, body, request_id, error,
+                      cache_status)
 
     def _shape(self, environ: dict[str, Any], path: str) -> _Shape | None:
         """The views' checks of a plain GET, and what they make of it; None (or the views' error)
@@ -227,7 +283,7 @@ class HitPath:
         kind, _, rest = path[1:].partition("/")
         name, slash, _ = rest.partition("/")
         upstream = self.config.upstreams.get(name)
-        if not slash or upstream is None or upstream.ttl <= 0 or (kind == "jsonp" and not upstream.jsonp):
+        if not slash or upstream is None or (kind == "jsonp" and not upstream.jsonp):
             return None
         config = self.config
         req = Request(environ)
@@ -250,7 +306,6 @@ class HitPath:
     def _send(self, reply: _Reply, environ: dict[str, Any], start_response: StartResponse,
               started: float) -> Iterable[bytes]:
         start_response(status_line(reply.status), reply.headers)
-        self.served += 1
         self.recorder.record(AccessRecord(
             method="GET", kind=reply.kind, upstream=reply.upstream, status=reply.status,
             cache=cache_outcome(reply.cache_status), duration=time.perf_counter() - started,

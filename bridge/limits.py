@@ -41,6 +41,9 @@ MAX_HEADER_BYTES = 16 * 1024
 # C0 controls and DEL: CR/LF split headers and logs, NUL truncates strings in C code downstream.
 _CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F))
 EXEMPT_ENDPOINTS = frozenset({"core.healthz"})  # load balancers probe this; it costs nothing
+# The WSGI environ key the hit path sets once it has counted a request against its budgets
+# (``within_budget``): if it then leaves the request to the views, they do not count it again.
+COUNTED = "bridge.counted"
 
 
 def storage_uri(config: Config) -> str:
@@ -155,6 +158,7 @@ def within_budget(app: Flask, limiter: Limiter, environ: dict[str, Any]) -> bool
             limiter._check_request_limit()  # the hook flask-limiter registers with before_request
         except RateLimitExceeded:
             return False
+    environ[COUNTED] = True
     return True
 
 
@@ -178,7 +182,7 @@ def install_limits(app: Flask, config: Config) -> Limiter:
         # per-request resolution of (empty) limits was a quarter of a JSONP cache hit in pyinstrument.
         enabled=bool(config.limits.per_client or any(u.per_client for u in config.upstreams.values())),
     )
-    limiter.request_filter(lambda: request.endpoint in EXEMPT_ENDPOINTS)
+    limiter.request_filter(lambda: request.endpoint in EXEMPT_ENDPOINTS or COUNTED in request.environ)
     limiter.init_app(app)
     if any(u.per_client for u in config.upstreams.values()):
         # Only when some upstream has a budget of its own: flask-limiter resolves a blueprint's

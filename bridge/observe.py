@@ -24,6 +24,8 @@ from functools import lru_cache
 
 from flask import Flask, Response, g, request
 
+from .cache import CACHE_NAME
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
 ACCESS_LOGGER = "bridge.access"
@@ -98,6 +100,21 @@ def cache_outcome(cache_status: str | None) -> str:
     return "hit" if "hit" in params else "miss"
 
 
+def own_cache_status(values: list[str]) -> str | None:
+    """The bridge's own member of a response's ``Cache-Status`` field lines, or None.
+
+    An upstream behind a cache of its own sends its member too, and the bridge adds its member after
+    it (RFC 9211 section 2: the member closest to the user comes last). Only the bridge's member says
+    what the bridge did: an upstream cache's ``hit`` forwarded through the bridge is its miss.
+    """
+    for value in reversed(values):
+        for member in reversed(value.split(",")):
+            member = member.strip()
+            if member.split(";", 1)[0].strip().lower() == CACHE_NAME:
+                return member
+    return None
+
+
 _json_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for every str
 
 
@@ -113,6 +130,12 @@ def access_line(record: AccessRecord) -> str:
             + ',"duration":' + float.__repr__(round(record.duration, 6))
             + ',"request_id":' + _json_string(record.request_id)
             + ',"error":' + _json_string(record.error) + "}")
+
+
+# The WSGI environ keys of a request the hit path began (id given, perhaps sent upstream) and then
+# left to the views (hitpath.py): the access record keeps its id and counts its time from the start.
+HANDED_REQUEST_ID = "bridge.request_id"
+HANDED_STARTED = "bridge.started"
 
 
 def current_request_id() -> str | None:
@@ -239,6 +262,10 @@ def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listene
 
     @app.before_request
     def start_request() -> None:
+        environ = request.environ
+        if HANDED_REQUEST_ID in environ:  # begun by the hit path, which already gave it its id
+            g.started, g.request_id = environ[HANDED_STARTED], environ[HANDED_REQUEST_ID]
+            return
         g.started = time.perf_counter()
         g.request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
 
@@ -253,7 +280,7 @@ def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listene
             kind=path_kind(req.blueprint, req.method, "Access-Control-Request-Method" in req.headers),
             upstream=name if name in upstream_names else "",
             status=response.status_code,
-            cache=cache_outcome(response.headers.get("Cache-Status")),
+            cache=cache_outcome(own_cache_status(response.headers.getlist("Cache-Status"))),
             duration=time.perf_counter() - g.get("started", time.perf_counter()),
             request_id=request_id,
             error=_error_code(response),

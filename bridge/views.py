@@ -223,7 +223,7 @@ def cors_proxy(name: str, rest: str = "") -> Response:
                                  request_headers,
                                  read_body() if request.method not in ("GET", "HEAD") else None,
                                  current_request_id())
-    answer = gateway().fetch(forwarded).conditional(request_headers)
+    answer = gateway().fetch_once(request.environ, forwarded).conditional(request_headers)
     return Response(answer.response.body, status=answer.response.status, headers=proxied_headers(answer))
 
 
@@ -361,8 +361,8 @@ def jsonp_proxy(name: str, rest: str = "") -> Response:
     # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
     forwarded = upstream_request(request, upstream, "GET", query, jsonp_request_headers(request),
                                  None, current_request_id())
-    body, status, headers = jsonp_answer(gateway().fetch(forwarded), params, upstream,
-                                         config.limits.max_json_depth)
+    body, status, headers = jsonp_answer(gateway().fetch_once(request.environ, forwarded), params,
+                                         upstream, config.limits.max_json_depth)
     return Response(body, status=status, headers=headers)
 
 

@@ -337,3 +337,75 @@ def test_the_shape_memo_is_bounded(make_app: Callable[..., Flask], upstream: Ups
     served = hit_path.served
     assert client.get("/jsonp/api/b?callback=cb", headers=long_header).status_code == 200
     assert hit_path.served == served + 1 and len(hit_path._shapes) == kept  # served, not kept
+
+
+# --- plain GETs that are not fresh hits: fetched here, rendered by the views' functions ---
+
+
+@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
+def miss_pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
+              upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
+    """Two bridges whose ``api`` is never cached (ttl = 0): every request asks the upstream."""
+    upstream.route("/d", Reply(200, {"a": "<b>", "n": 1.10}, {"Content-Type": "application/json",
+                                                             "ETag": '"v1"', "Vary": "Accept-Language"}))
+    upstream.route("/plain", Reply(200, b'{"typeless": true}', {"Content-Type": None}))
+    upstream.route("/gone", Reply(404, {"error": "no_such_item", "message": "gone"},
+                                  {"Content-Type": "application/json"}))
+    upstream.route("/broken", Reply(500, b"<h1>oops</h1>", {"Content-Type": "text/html"}))
+    upstream.route("/notjson", Reply(200, b"<html>", {"Content-Type": "application/json"}))
+    upstream.route("/empty", Reply(204, None, {}))
+    upstream.route("/elsewhere", Reply(302, None, {"Location": "https://evil.example/d"}))
+    upstream.route("/moved", Reply(302, None, {"Location": "/d"}))
+    upstream.route("/slow", Reply(200, {"late": True}, {"Content-Type": "application/json"}, delay=3))
+    upstream.route("/echo", Reply(200, {"echo": True}, {
+        "Content-Type": "Application/JSON; charset=UTF-8", "X-Request-ID": "not-this-request",
+        "Age": "7", "Cache-Status": "upstream-cache; hit",
+        "Vary": "Origin", "X-Content-Type-Options": "sniff-please", "Content-Security-Policy": "none"}))
+    config = make_config(CACHE + request.param, upstream_extra="ttl = 0\ntimeout = 0.5")
+    return build(config, True), build(config, False)
+
+
+MISSES = [
+    pytest.param("/cors/api/d?b=2&a=1", {"Origin": ALLOWED}, True, id="cors-allowed-origin"),
+    pytest.param("/cors/api/d", {}, True, id="cors-no-origin"),
+    pytest.param("/cors/api/d", {"Origin": ALLOWED, "Accept-Language": "de"}, True, id="cors-vary"),
+    pytest.param("/cors/api/d", {"Origin": ALLOWED, "X-Request-ID": "abc.DEF-123_x"}, True,
+                 id="client-id"),
+    pytest.param("/cors/api/plain", {"Origin": ALLOWED}, True, id="cors-no-content-type"),
+    pytest.param("/cors/api/gone", {"Origin": ALLOWED}, True, id="cors-404"),
+    pytest.param("/cors/api/broken", {"Origin": ALLOWED}, True, id="cors-500-html"),
+    pytest.param("/cors/api/echo", {"Origin": ALLOWED}, True, id="cors-upstream-id-age-length"),
+    pytest.param("/cors/api/moved", {"Origin": ALLOWED}, True, id="cors-redirect-followed"),
+    pytest.param("/jsonp/api/d?callback=cb", {}, True, id="jsonp"),
+    pytest.param("/jsonp/api/echo?callback=cb&envelope=1", {}, True, id="jsonp-envelope"),
+    pytest.param("/jsonp/api/gone?callback=cb", {}, True, id="jsonp-404"),
+    pytest.param("/jsonp/api/broken?callback=cb&envelope=1", {}, False, id="jsonp-500-not-json"),
+    pytest.param("/jsonp/api/notjson?callback=cb", {}, False, id="jsonp-invalid-json"),
+    pytest.param("/cors/api/empty", {"Origin": ALLOWED}, False, id="cors-204"),
+    pytest.param("/cors/api/elsewhere", {"Origin": ALLOWED}, False, id="cors-redirect-outside"),
+    pytest.param("/jsonp/api/elsewhere?callback=cb&envelope=1", {}, False, id="jsonp-redirect-outside"),
+    pytest.param("/cors/api/slow", {"Origin": ALLOWED}, False, id="cors-timeout"),
+    pytest.param("/jsonp/api/slow?callback=cb&envelope=1", {}, False, id="jsonp-timeout-envelope"),
+]
+
+
+@pytest.mark.parametrize(("url", "headers", "here"), MISSES)
+def test_a_miss_is_fetched_once_and_answered_as_the_views_answer_it(
+        miss_pair: tuple[Bridge, Bridge], upstream: UpstreamServer, url: str, headers: dict[str, str],
+        here: bool) -> None:
+    """Answered here or (refusals, bodiless answers) by the views from what was fetched here: the
+    same answer as the views' own either way, one upstream request per client request, and the id
+    the upstream saw is the one the client got."""
+    fast, views = miss_pair
+    assert fast.hit_path is not None
+    before = fast.hit_path.fetched
+    asked = len(upstream.seen)
+    answer = fast.app.test_client().get(url, headers=headers)
+    views.app.test_client().get(url, headers=headers)  # keeps the two bridges' events alike
+    assert fast.hit_path.fetched - before == (1 if here else 0)
+    fast_asked = upstream.seen[asked:len(upstream.seen) - (len(upstream.seen) - asked) // 2]
+    assert len(upstream.seen) - asked == 2 * len(fast_asked)  # as many upstream requests as the views
+    assert fast_asked and all(s.headers.get("x-request-id") == answer.headers["X-Request-ID"]
+                              for s in fast_asked)
+    assert fast.records[-1].request_id == answer.headers["X-Request-ID"]
+    both(miss_pair, "GET", url, headers)

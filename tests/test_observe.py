@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask.testing import FlaskClient
 
-from bridge.observe import ACCESS_LOGGER, accepted_request_id, cache_outcome, new_request_id, path_kind
+from bridge import create_app
+from bridge.config import Config
+from bridge.observe import (
+    ACCESS_LOGGER,
+    AccessRecord,
+    accepted_request_id,
+    cache_outcome,
+    new_request_id,
+    own_cache_status,
+    path_kind,
+)
 from tests.forking import in_forked_child
-from tests.upstream_server import UpstreamServer
+from tests.upstream_server import Reply, UpstreamServer
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -127,3 +137,30 @@ def test_path_kind(blueprint: str | None, method: str, asks: bool, kind: str) ->
 ], ids=["none", "hit", "hit-ttl", "miss", "revalidated", "served-stale", "collapsed"])
 def test_cache_outcome(value: str | None, outcome: str) -> None:
     assert cache_outcome(value) == outcome
+
+
+@pytest.mark.parametrize("values, member", [
+    ([], None), (["jsonp-cors-bridge; hit"], "jsonp-cors-bridge; hit"),
+    (["upstream-cache; hit", "jsonp-cors-bridge; fwd=bypass"], "jsonp-cors-bridge; fwd=bypass"),
+    (["upstream-cache; hit, jsonp-cors-bridge; fwd=uri-miss"], "jsonp-cors-bridge; fwd=uri-miss"),
+    (["upstream-cache; hit"], None), (["jsonp-cors-bridge-evil; hit"], None),
+], ids=["none", "ours", "after-the-upstreams", "one-line-list", "only-the-upstreams", "prefix-name"])
+def test_own_cache_status(values: list[str], member: str | None) -> None:
+    assert own_cache_status(values) == member
+
+
+@pytest.mark.parametrize("hit_path", [True, False], ids=["hit-path", "views"])
+def test_an_upstream_caches_hit_is_not_the_bridges(make_config: Callable[..., Config],
+                                                   upstream: UpstreamServer, hit_path: bool) -> None:
+    """The access record (and the metrics made from it) says what the bridge did: an upstream that
+    answers from a cache of its own is still a trip upstream, a miss, on an upstream never cached."""
+    upstream.route("/c", Reply(200, {"c": 1}, {"Content-Type": "application/json",
+                                               "Cache-Status": "upstream-cache; hit"}))
+    app = create_app(make_config(upstream_extra="ttl = 0"), hit_path=hit_path)
+    records: list[AccessRecord] = []
+    app.extensions["bridge.access_listeners"].append(records.append)
+    for url in ("/cors/api/c", "/jsonp/api/c?callback=cb"):
+        answer = app.test_client().get(url)
+        assert answer.headers.getlist("Cache-Status") == ["upstream-cache; hit",
+                                                          "jsonp-cors-bridge; fwd=bypass"]
+    assert [r.cache for r in records] == ["miss", "miss"]
