@@ -46,7 +46,9 @@ CONTROL_PARAMS = frozenset({"_", "envelope"})  # plus the configured callback pa
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                    "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _NEEDS_ESCAPE = re.compile("[<>&\u2028\u2029]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string, written as "unrolled loop" (runs of plain characters between escapes): a quarter faster
+# than an alternation per character, which was most of a JSONP miss's own time.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
@@ -95,6 +97,15 @@ def json_depth(text: str) -> int:
     return max(accumulate(1 if c in "[{" else -1 for c in brackets))
 
 
+def nests_deeper_than(text: str, max_depth: int) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``max_depth``. Text with no more opening
+    brackets than that cannot, and counting them is C-speed (``json_depth`` was three times the cost
+    of parsing a 2 KB answer)."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    return json_depth(text) > max_depth
+
+
 def script_safe_json(body: bytes, max_depth: int = 64) -> str:
     """Check that ``body`` is JSON and return its text made safe to embed in a script.
 
@@ -105,7 +116,7 @@ def script_safe_json(body: bytes, max_depth: int = 64) -> str:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UpstreamInvalidJson("the upstream's answer is not UTF-8 text") from None
-    if json_depth(text) > max_depth:
+    if nests_deeper_than(text, max_depth):
         raise UpstreamInvalidJson(f"the upstream's JSON nests deeper than {max_depth} levels")
     try:
         json.loads(text, parse_constant=_reject_constant)

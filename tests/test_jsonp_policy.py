@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.errors import InvalidCallback, UpstreamInvalidJson
 from bridge.jsonp import (
     callback_problem,
     envelope,
     forwarded_query,
+    json_depth,
     jsonp_params,
+    nests_deeper_than,
     script,
     script_safe_json,
 )
@@ -139,3 +143,27 @@ def test_script_and_envelope_shape() -> None:
     assert script("cb", "[1]") == b"/**/cb([1]);"
     assert envelope(404, {"etag": '"x<"'}, "null") == (
         '{"status":404,"ok":false,"headers":{"etag":"\\"x\\u003c\\""},"data":null}')
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n\u2028'),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), children, max_size=4),
+    max_leaves=30)
+
+
+@given(value=_json_values, limit=st.integers(min_value=0, max_value=8))
+def test_depth_is_counted_outside_strings_only(value: object, limit: int) -> None:
+    """Brackets inside strings (escaped quotes and backslashes included) never count; the quick
+    bound (fewer opening brackets than the limit) agrees with the full count."""
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=1)):
+        assert json_depth(text) == _depth(value)
+        assert nests_deeper_than(text, limit) == (_depth(value) > limit)
