@@ -23,7 +23,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
-from urllib3.poolmanager import PoolManager
 
 from .deadline import WATCHDOG
 from .errors import UpstreamAddressRefused, UpstreamUnreachable
@@ -175,13 +174,16 @@ def guarded_pool_classes(guard: AddressGuard) -> dict[str, Any]:
     }
 
 
-def guarded_pool_manager(guard: AddressGuard, pool_size: int = 16,
-                         ca_certs: str | None = None) -> PoolManager:
-    """A urllib3 pool manager (thread-safe, keep-alive) whose every connection passes through ``guard``:
-    the upstream client's, without requests' per-call preparation (a third of a miss in the profile)."""
-    manager = PoolManager(num_pools=4, maxsize=pool_size, block=False, retries=False, ca_certs=ca_certs)
-    manager.pool_classes_by_scheme = guarded_pool_classes(guard)
-    return manager
+def guarded_pool(guard: AddressGuard, scheme: str, host: str, port: int, pool_size: int = 16,
+                 ca_certs: str | None = None) -> HTTPConnectionPool:
+    """One urllib3 connection pool (thread-safe, keep-alive) for one origin, every connection of it
+    through ``guard``: an upstream client's, without a pool manager's per-request url parsing and
+    pool lookup (a tenth of a miss in the profile)."""
+    pool_class = guarded_pool_classes(guard)[scheme]
+    extra: dict[str, Any] = {"ca_certs": ca_certs} if scheme == "https" else {}
+    pool: HTTPConnectionPool = pool_class(host, port, maxsize=pool_size, block=False, retries=False,
+                                          **extra)
+    return pool
 
 
 def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:

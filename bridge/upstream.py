@@ -3,7 +3,7 @@
 A request reaches an upstream only through ``UpstreamClient.send``, and only to a url built by
 ``upstream_url`` from a configured base and a path that ``split_rest`` has checked cannot leave that
 base. Headers cross in both directions through allowlists and denylists defined once here. Each
-upstream has one urllib3 pool manager (thread-safe, keep-alive, every connection through its address
+upstream has one urllib3 connection pool (thread-safe, keep-alive, every connection through its address
 guard): no environment is read (no proxy variables, no ``.netrc``), no cookie is kept, so nothing on the
 host decorates traffic and no upstream's cookie ever rides along with another client's request.
 This module raises the typed errors of ``errors.py``; it knows nothing about CORS, JSONP or caching.
@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import urllib3
 from certifi import where as ca_bundle
-from urllib3 import PoolManager
+from urllib3 import HTTPConnectionPool
 
 from .config import LimitsConfig, UpstreamConfig
 from .deadline import WATCHDOG
@@ -34,7 +34,7 @@ from .errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from .netguard import AddressGuard, Resolver, guarded_pool_manager, system_resolver
+from .netguard import AddressGuard, Resolver, guarded_pool, system_resolver
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
 # Sent on every upstream request unless the upstream's configured headers say otherwise.
@@ -227,6 +227,25 @@ def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[s
     )
 
 
+_DEFAULT_NAMES = {name.lower(): name for name in DEFAULT_REQUEST_HEADERS}
+
+
+def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The headers sent upstream: the defaults, each replaced by a header of the same name in any
+    case (a configured User-Agent wins), then ``headers`` in order; a name given twice keeps the last
+    value, as urllib3's case-insensitive ``HTTPHeaderDict`` did, without building one per request."""
+    sent = dict(DEFAULT_REQUEST_HEADERS)
+    names = dict(_DEFAULT_NAMES)  # lower-case name -> the spelling in ``sent``
+    for name, value in headers:
+        lowered = name.lower()
+        previous = names.get(lowered)
+        if previous is not None:
+            del sent[previous]
+        names[lowered] = name
+        sent[name] = value
+    return sent
+
+
 def _read_body(raw: urllib3.BaseHTTPResponse, upstream: UpstreamConfig, deadline: float,
                cap: int) -> bytes:
     """Read the body within the cap and the total deadline, whatever pace the upstream keeps.
@@ -283,33 +302,40 @@ class UpstreamClient:
     def __init__(self, limits: LimitsConfig, resolver: Resolver | None = None) -> None:
         self._limits = limits
         self._resolver = resolver or system_resolver
-        self._pools: dict[str, PoolManager] = {}
+        self._pools: dict[str, tuple[str, HTTPConnectionPool]] = {}
         self._pools_lock = threading.Lock()
         self._pools_pid = os.getpid()
         # Called after every send, success or failure; appended to at start-up only (create_app).
         self.observers: list[Callable[[Exchange], None]] = []
 
-    def pools_for(self, upstream: UpstreamConfig) -> PoolManager:
-        """The pool manager for ``upstream``, shared by every thread, behind its own address guard.
+    def pool_for(self, upstream: UpstreamConfig) -> tuple[str, HTTPConnectionPool]:
+        """The origin (``scheme://host:port``) of ``upstream`` and its connection pool, shared by every
+        thread, behind the upstream's own address guard.
 
         One per upstream because the guard is per upstream: two upstreams may share a host and
-        differ in ``allow_private``. Every connection it opens, redirect hops included, is resolved
-        and checked by the guard (netguard.py).
+        differ in ``allow_private``. One origin is all a pool needs: requests and the redirects the
+        client follows never leave the upstream's base (``upstream_url``, ``within_base``). Every
+        connection it opens is resolved and checked by the guard (netguard.py).
         """
         if self._pools_pid != os.getpid():
             # A forked child (gunicorn preloads the app in its master) must never share the
             # parent's sockets: it starts with pools of its own.
             with self._pools_lock:
                 self._pools, self._pools_pid = {}, os.getpid()
-        manager = self._pools.get(upstream.name)
-        if manager is None:
+        found = self._pools.get(upstream.name)
+        if found is None:
             with self._pools_lock:
-                manager = self._pools.get(upstream.name)
-                if manager is None:
+                found = self._pools.get(upstream.name)
+                if found is None:
+                    base = urllib3.util.parse_url(upstream.url)
+                    scheme = base.scheme or "http"
+                    port = base.port or (443 if scheme == "https" else 80)
                     guard = AddressGuard(upstream.name, upstream.allow_private, self._resolver)
-                    manager = self._pools[upstream.name] = guarded_pool_manager(
-                        guard, POOL_SIZE, ca_certs=ca_bundle())
-        return manager
+                    pool = guarded_pool(guard, scheme, base.host or "", port, POOL_SIZE,
+                                        ca_certs=ca_bundle())
+                    origin = urlsplit(upstream.url)
+                    found = self._pools[upstream.name] = (f"{origin.scheme}://{origin.netloc}", pool)
+        return found
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send ``request``, following redirects only within the upstream's base; typed errors."""
@@ -382,13 +408,15 @@ class UpstreamClient:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
                                   f"{upstream.timeout:g}s")
         cap = self._limits.max_upstream_body
-        sent = urllib3.HTTPHeaderDict(DEFAULT_REQUEST_HEADERS)
-        for name, value in headers:
-            sent[name] = value  # case-insensitive: a configured header replaces a default
+        origin, pool = self.pool_for(upstream)
+        target = url[len(origin):]
+        if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
+            # upstream_url and within_base never make such a url; this is the last line anyway.
+            raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
         try:
-            response = self.pools_for(upstream).urlopen(
-                method, url, headers=sent, body=body, redirect=False, retries=False,
-                preload_content=False, decode_content=False,
+            response = pool.urlopen(
+                method, target, headers=request_headers(headers), body=body, redirect=False,
+                retries=False, assert_same_host=False, preload_content=False, decode_content=False,
                 timeout=urllib3.Timeout(connect=min(remaining, upstream.timeout), read=remaining))
         except urllib3.exceptions.NewConnectionError:
             # Before TimeoutError: urllib3 makes a refused connection a kind of ConnectTimeoutError.

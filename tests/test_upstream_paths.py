@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bridge.config import parse_config
-from bridge.errors import InvalidPath
+from bridge.errors import InvalidPath, UpstreamRedirect
 from bridge.upstream import (
+    USER_AGENT,
+    UpstreamClient,
     encode_rest,
     filter_response_headers,
     forward_request_headers,
+    request_headers,
     split_rest,
     upstream_url,
     within_base,
 )
+from tests.upstream_server import Reply
 
 BASE = "http://127.0.0.1:9/api/v1/"
 
@@ -101,3 +107,31 @@ def test_response_headers_drop_hop_by_hop_cookies_and_cors() -> None:
                ("X-Secret", "s"), ("Transfer-Encoding", "chunked"), ("Access-Control-Allow-Origin", "*"),
                ("ETag", '"v1"'), ("Content-Length", "5"), ("Content-Encoding", "gzip")]
     assert filter_response_headers(headers) == (("Content-Type", "application/json"), ("ETag", '"v1"'))
+
+
+def test_headers_sent_upstream_replace_defaults_whatever_their_case() -> None:
+    sent = request_headers([("user-agent", "theirs/2"), ("Accept", "a"), ("ACCEPT", "b"),
+                            ("X-Api-Key", "k")])
+    assert sent == {"Accept-Encoding": "gzip, deflate", "ACCEPT": "b", "user-agent": "theirs/2",
+                    "X-Api-Key": "k"}
+    assert request_headers([]) == {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
+
+
+def test_the_client_never_sends_a_request_outside_the_upstreams_origin(upstream_server) -> None:  # type: ignore[no-untyped-def]
+    """The url is always built below the base (upstream_url, within_base); the client checks it once
+    more against the origin its pool connects to, and refuses before any byte is sent."""
+    upstream_server.reset()
+    upstream_server.route("/x", Reply(200, {"x": 1}))
+    config = parse_config(f"[upstream:a]\nurl = {upstream_server.url}\nallow_private = true\n", "t.ini",
+                          env={})
+    client = UpstreamClient(config.limits)
+    api = config.upstreams["a"]
+    origin = upstream_server.url.rstrip("/")
+    deadline = time.monotonic() + 5
+    assert client._exchange(api, "GET", origin.upper() + "/x", (), None, deadline)[0] == 200
+    port = origin.rsplit(":", 1)[1]
+    for elsewhere in (f"http://evil.example:{port}/x", f"{origin}0/x", f"{origin}@evil.example/x",
+                      f"https://127.0.0.1:{port}/x", f"{origin}x"):
+        with pytest.raises(UpstreamRedirect):
+            client._exchange(api, "GET", elsewhere, (), None, deadline)
+    assert [s.path for s in upstream_server.seen] == ["/x"]
