@@ -5,10 +5,10 @@ connection is made to the very address that was checked: there is no second look
 DNS server to answer differently. Internal addresses (loopback, private, link-local, CGNAT, reserved,
 multicast, unspecified, and the IPv4-mapped, IPv4-compatible, NAT64 and 6to4 spellings of them) are
 refused unless the upstream says ``allow_private = true``. A url that names an address literally, or
-``localhost``, means what it says: the operator wrote it. The check sits in the connection class, so
-every connection, including those for redirect hops, goes through it; the Host header, TLS SNI and
-certificate checks keep using the name. This module decides and connects; it does not choose
-upstreams, follow redirects or render errors.
+``localhost``, means what it says: the operator wrote it. ``AddressGuard.addresses`` is asked by the
+connection classes of ``origin_pool.py`` for every new connection, including those for redirect hops;
+the Host header, TLS SNI and certificate checks keep using the name. This module decides; it does not
+connect, choose upstreams, follow redirects or render errors.
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
-
-from .deadline import WATCHDOG
 from .errors import UpstreamAddressRefused, UpstreamUnreachable
 
 # host, port -> the addresses to try, in order (strings such as "192.0.2.1" or "2001:db8::1")
@@ -125,74 +118,3 @@ class AddressGuard:
                         "the bridge does not connect to internal addresses by name. Set "
                         "allow_private = true for this upstream if that is intended")
         return answers
-
-
-class _GuardedConnectionMixin:
-    """Resolve through the guard and connect to the checked address, keeping the name for the rest.
-
-    urllib3 connects to ``_dns_host`` and uses ``host`` for the Host header, SNI and the certificate
-    check, so swapping ``_dns_host`` for the checked address pins the connection without touching TLS.
-    """
-
-    bridge_guard: AddressGuard
-    _dns_host: str
-    port: int
-
-    def _new_conn(self) -> socket.socket:
-        name = self._dns_host
-        addresses = self.bridge_guard.addresses(name, self.port)
-        try:
-            for index, address in enumerate(addresses):
-                self._dns_host = address
-                try:
-                    sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-                    return sock
-                except NewConnectionError:
-                    if index == len(addresses) - 1:
-                        raise
-            raise AssertionError("unreachable: addresses is never empty")
-        finally:
-            self._dns_host = name
-
-    def getresponse(self) -> Any:
-        # Waiting for the answer is where a dripping upstream holds us: cut at the total deadline.
-        WATCHDOG.attach_current(getattr(self, "sock", None))
-        return super().getresponse()  # type: ignore[misc]
-
-
-def guarded_pool_classes(guard: AddressGuard) -> dict[str, Any]:
-    """urllib3 pool classes (by scheme) whose every connection passes through ``guard``."""
-    http_connection = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection),
-                           {"bridge_guard": guard})
-    https_connection = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection),
-                            {"bridge_guard": guard})
-    return {
-        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,),
-                     {"ConnectionCls": http_connection}),
-        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,),
-                      {"ConnectionCls": https_connection}),
-    }
-
-
-def guarded_pool(guard: AddressGuard, scheme: str, host: str, port: int, pool_size: int = 16,
-                 ca_certs: str | None = None) -> HTTPConnectionPool:
-    """One urllib3 connection pool (thread-safe, keep-alive) for one origin, every connection of it
-    through ``guard``: an upstream client's, without a pool manager's per-request url parsing and
-    pool lookup (a tenth of a miss in the profile)."""
-    pool_class = guarded_pool_classes(guard)[scheme]
-    extra: dict[str, Any] = {"ca_certs": ca_certs} if scheme == "https" else {}
-    pool: HTTPConnectionPool = pool_class(host, port, maxsize=pool_size, block=False, retries=False,
-                                          **extra)
-    return pool
-
-
-def guarded_adapter(guard: AddressGuard, pool_size: int = 16) -> HTTPAdapter:
-    """A requests adapter whose every connection passes through ``guard``."""
-    pools = guarded_pool_classes(guard)
-
-    class GuardedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-    return GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)

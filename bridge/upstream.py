@@ -3,15 +3,19 @@
 A request reaches an upstream only through ``UpstreamClient.send``, and only to a url built by
 ``upstream_url`` from a configured base and a path that ``split_rest`` has checked cannot leave that
 base. Headers cross in both directions through allowlists and denylists defined once here. Each
-upstream has one urllib3 connection pool (thread-safe, keep-alive, every connection through its address
-guard): no environment is read (no proxy variables, no ``.netrc``), no cookie is kept, so nothing on the
-host decorates traffic and no upstream's cookie ever rides along with another client's request.
+upstream has one connection pool (origin_pool.py: thread-safe, keep-alive, every connection through
+its address guard): no environment is read (no proxy variables, no ``.netrc``), no cookie is kept, so
+nothing on the host decorates traffic and no upstream's cookie ever rides along with another client's
+request.
 This module raises the typed errors of ``errors.py``; it knows nothing about CORS, JSONP or caching.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,9 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
-import urllib3
 from certifi import where as ca_bundle
-from urllib3 import HTTPConnectionPool
 
 from .config import LimitsConfig, UpstreamConfig
 from .deadline import WATCHDOG
@@ -34,7 +36,8 @@ from .errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from .netguard import AddressGuard, Resolver, guarded_pool, system_resolver
+from .netguard import AddressGuard, Resolver, system_resolver
+from .origin_pool import DecodeError, OriginPool, Overflow, decoder_for
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
 # Sent on every upstream request unless the upstream's configured headers say otherwise.
@@ -233,7 +236,7 @@ _DEFAULT_NAMES = {name.lower(): name for name in DEFAULT_REQUEST_HEADERS}
 def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The headers sent upstream: the defaults, each replaced by a header of the same name in any
     case (a configured User-Agent wins), then ``headers`` in order; a name given twice keeps the last
-    value, as urllib3's case-insensitive ``HTTPHeaderDict`` did, without building one per request."""
+    value, as a case-insensitive header dict would."""
     sent = dict(DEFAULT_REQUEST_HEADERS)
     names = dict(_DEFAULT_NAMES)  # lower-case name -> the spelling in ``sent``
     for name, value in headers:
@@ -246,14 +249,20 @@ def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return sent
 
 
-def _read_body(raw: urllib3.BaseHTTPResponse, upstream: UpstreamConfig, deadline: float,
-               cap: int) -> bytes:
+def _read_body(response: http.client.HTTPResponse, sock: socket.socket | None,
+               upstream: UpstreamConfig, deadline: float, cap: int) -> bytes:
     """Read the body within the cap and the total deadline, whatever pace the upstream keeps.
 
-    ``read1`` returns as soon as some bytes arrive (``iter_content`` would block for a whole chunk),
-    and the socket's timeout is cut to the time left before every read, so an upstream that drips a
-    byte at a time cannot stretch the answer past the deadline.
+    ``read1`` returns as soon as some bytes arrive, and the socket's timeout is cut to the time left
+    before every read, so an upstream that drips a byte at a time cannot stretch the answer past the
+    deadline. A gzip or deflate body is decoded here (the bridge drops Content-Encoding and sends its
+    own headers, so the body it keeps must be the plain one), never more than the cap at a time, so
+    the cap counts decoded bytes and a small bomb cannot balloon.
     """
+    try:
+        decode = decoder_for(response.getheader("Content-Encoding"))
+    except DecodeError as exc:
+        raise UpstreamError(f"upstream {upstream.name!r} sent {exc}") from None
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -261,29 +270,37 @@ def _read_body(raw: urllib3.BaseHTTPResponse, upstream: UpstreamConfig, deadline
         if remaining <= 0:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
                                   f"{upstream.timeout:g}s")
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
         if sock is not None:
             sock.settimeout(remaining)
         try:
-            # Decoded here (gzip, deflate): the bridge drops Content-Encoding and sends its own
-            # headers, so the body it keeps must be the plain one. urllib3 inflates at most CHUNK
-            # bytes per call, so the cap below counts decoded bytes and a small bomb cannot balloon.
-            chunk = raw.read1(CHUNK, decode_content=True)
-        except urllib3.exceptions.DecodeError:
-            raise UpstreamError(f"upstream {upstream.name!r} sent a body that does not decode as its "
-                                f"Content-Encoding says") from None
-        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            chunk = response.read1(CHUNK)
+        except TimeoutError:
             raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
                                   f"{upstream.timeout:g}s") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
                                 f"({type(exc).__name__})") from None
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
+        piece = chunk
+        if decode is not None:
+            try:
+                piece = decode(chunk, cap - size)
+            except Overflow:
+                raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than {cap} "
+                                       "bytes") from None
+            except DecodeError:
+                raise UpstreamError(f"upstream {upstream.name!r} sent a body that does not decode as "
+                                    "its Content-Encoding says") from None
+        size += len(piece)
         if size > cap:
             raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than {cap} bytes")
-        chunks.append(chunk)
+        if piece:
+            chunks.append(piece)
+        if not chunk:
+            if response.length:  # http.client's read1 ends quietly when the peer closes early
+                raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
+                                    f"({response.length} bytes short of its Content-Length)")
+            response.close()  # read to the end; the connection may carry the next request
+            return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -299,16 +316,18 @@ class Exchange:
 class UpstreamClient:
     """Sends checked requests to configured upstreams over pooled keep-alive connections."""
 
-    def __init__(self, limits: LimitsConfig, resolver: Resolver | None = None) -> None:
+    def __init__(self, limits: LimitsConfig, resolver: Resolver | None = None,
+                 ca_certs: str | None = None) -> None:
         self._limits = limits
         self._resolver = resolver or system_resolver
-        self._pools: dict[str, tuple[str, HTTPConnectionPool]] = {}
+        self._ca_certs = ca_certs or ca_bundle()  # certifi's bundle; tests hand in their own CA
+        self._pools: dict[str, tuple[str, OriginPool]] = {}
         self._pools_lock = threading.Lock()
         self._pools_pid = os.getpid()
         # Called after every send, success or failure; appended to at start-up only (create_app).
         self.observers: list[Callable[[Exchange], None]] = []
 
-    def pool_for(self, upstream: UpstreamConfig) -> tuple[str, HTTPConnectionPool]:
+    def pool_for(self, upstream: UpstreamConfig) -> tuple[str, OriginPool]:
         """The origin (``scheme://host:port``) of ``upstream`` and its connection pool, shared by every
         thread, behind the upstream's own address guard.
 
@@ -327,14 +346,13 @@ class UpstreamClient:
             with self._pools_lock:
                 found = self._pools.get(upstream.name)
                 if found is None:
-                    base = urllib3.util.parse_url(upstream.url)
-                    scheme = base.scheme or "http"
+                    base = urlsplit(upstream.url)
+                    scheme = base.scheme.lower()
                     port = base.port or (443 if scheme == "https" else 80)
                     guard = AddressGuard(upstream.name, upstream.allow_private, self._resolver)
-                    pool = guarded_pool(guard, scheme, base.host or "", port, POOL_SIZE,
-                                        ca_certs=ca_bundle())
-                    origin = urlsplit(upstream.url)
-                    found = self._pools[upstream.name] = (f"{origin.scheme}://{origin.netloc}", pool)
+                    pool = OriginPool(guard, scheme, base.hostname or "", port, POOL_SIZE,
+                                      ca_certs=self._ca_certs)
+                    found = self._pools[upstream.name] = (f"{base.scheme}://{base.netloc}", pool)
         return found
 
     def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -413,33 +431,44 @@ class UpstreamClient:
         if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
             # upstream_url and within_base never make such a url; this is the last line anyway.
             raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
+        conn, _ = pool.connection(min(remaining, upstream.timeout))
+        response: http.client.HTTPResponse | None = None
         try:
-            response = pool.urlopen(
-                method, target, headers=request_headers(headers), body=body, redirect=False,
-                retries=False, assert_same_host=False, preload_content=False, decode_content=False,
-                timeout=urllib3.Timeout(connect=min(remaining, upstream.timeout), read=remaining))
-        except urllib3.exceptions.NewConnectionError:
-            # Before TimeoutError: urllib3 makes a refused connection a kind of ConnectTimeoutError.
-            raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
-        except urllib3.exceptions.TimeoutError:
-            raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
-                                  f"{upstream.timeout:g}s") from None
-        except urllib3.exceptions.SSLError:
-            raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
-                                      "failed") from None
-        except (urllib3.exceptions.ProtocolError, OSError):
-            raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise UpstreamError(f"request to upstream {upstream.name!r} failed: "
-                                f"{type(exc).__name__}") from None
-        try:
-            response_headers = list(response.headers.items())
-            length = response.headers.get("Content-Length", "")
+            try:
+                if conn.sock is not None:  # kept alive: its timeout is the last request's
+                    conn.sock.settimeout(min(remaining, upstream.timeout))
+                conn.request(method, target, body=body, headers=request_headers(headers))
+                sock = conn.sock
+                if sock is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                # Waiting for the answer is where a dripping upstream holds us: cut at the deadline.
+                WATCHDOG.attach_current(sock)
+                response = conn.getresponse()
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
+                                      f"{upstream.timeout:g}s") from None
+            except ssl.SSLError:
+                raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
+                                          "failed") from None
+            except (http.client.HTTPException, OSError):
+                raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
+            response_headers = response.getheaders()
+            length = response.getheader("Content-Length", "")
             if length.isdigit() and int(length) > cap:
                 raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than "
                                        f"{cap} bytes")
-            content = b"" if method == "HEAD" else _read_body(response, upstream, deadline, cap)
-            response.release_conn()  # read to the end: the connection goes back to the pool
-            return response.status, response_headers, content
-        finally:
-            response.close()  # a no-op once released; otherwise drops a half-read connection
+            if method == "HEAD":
+                response.read()  # nothing comes; this ends the exchange
+                content = b""
+            else:
+                content = _read_body(response, sock, upstream, deadline, cap)
+        except BaseException:
+            if response is not None:
+                response.close()  # holds the socket open after http.client closed the connection
+            conn.close()  # a half-read or broken connection is never reused
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            pool.release(conn)  # read to the end: the connection goes back to the pool
+        return response.status, response_headers, content

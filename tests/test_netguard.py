@@ -241,20 +241,22 @@ def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int
 
 def test_tls_is_verified_against_the_name_not_the_pinned_address(
         tls_upstream: tuple[int, str, list[str]]) -> None:
-    import requests
-
-    from bridge.netguard import AddressGuard, guarded_adapter
+    """The bridge's own upstream client: connected to the checked address, TLS verified against the
+    name, which SNI carries too; another name on the same address fails the handshake."""
+    from bridge.config import parse_config
+    from bridge.errors import UpstreamUnreachable
+    from bridge.upstream import UpstreamClient, UpstreamRequest
 
     port, cert, names = tls_upstream
     dns = PlayedDns(["127.0.0.1"])
-    session = requests.Session()
-    session.trust_env = False
-    session.mount("https://", guarded_adapter(AddressGuard("tls", True, dns)))
-    response = session.get(f"https://api.test:{port}/", verify=cert, timeout=10)
-    assert response.status_code == 200 and response.json() == {"tls": True}
+    config = parse_config(f"[upstream:tls]\nurl = https://api.test:{port}/\nallow_private = true\n"
+                          f"[upstream:other]\nurl = https://other.test:{port}/\nallow_private = true\n",
+                          "t.ini", env={})
+    client = UpstreamClient(config.limits, dns, ca_certs=cert)
+    response = client.send(UpstreamRequest(config.upstreams["tls"], "GET", ""))
+    assert response.status == 200 and response.body == b'{"tls": true}'
     assert "api.test" in names  # SNI carried the name
     assert dns.questions == [("api.test", port)]
     # Same address, another name: the certificate does not match it, so the handshake fails.
-    with pytest.raises(requests.exceptions.SSLError):
-        session.get(f"https://other.test:{port}/", verify=cert, timeout=10)
-    session.close()
+    with pytest.raises(UpstreamUnreachable, match="TLS handshake"):
+        client.send(UpstreamRequest(config.upstreams["other"], "GET", ""))
