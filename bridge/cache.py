@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cachetools
 
 from .config import CacheConfig, Config
+from .handoff import WorkerHandoff
 from .jsonp import CONTROL_PARAMS
 from .upstream import FORWARDED_REQUEST_HEADERS, HOP_BY_HOP, NEVER_FORWARDED, UpstreamResponse
 
@@ -431,6 +432,7 @@ class Store(Protocol):
     def acquire(self, key: str, seconds: float) -> str | None: ...
     def release(self, key: str, token: str) -> None: ...
     def locked(self, key: str) -> bool: ...
+    def waited_for(self, key: str) -> CacheEntry | None: ...
     def health(self) -> dict[str, Any]: ...
 
 
@@ -464,9 +466,12 @@ class MemoryStore:
     name = "memory"
 
     def __init__(self, max_bytes: int, clock: Clock = time.time,
-                 on_event: EventHook | None = None) -> None:
+                 on_event: EventHook | None = None, handoff: WorkerHandoff | None = None) -> None:
         self.clock = clock
         self.max_bytes = max_bytes
+        # Shared by the worker processes of one bridge (made before they fork): one upstream request
+        # per cold key across them all (handoff.py). None: each process is on its own.
+        self.handoff = handoff
         self._on_event = on_event or (lambda name: None)
         self._lru = _BytesLRU(max_bytes, lambda: self._on_event("eviction"))
         self._lock = threading.Lock()
@@ -494,6 +499,8 @@ class MemoryStore:
 
     def put(self, key: str, entry: CacheEntry, retain: int) -> None:
         self._put("e:" + key, entry, retain)
+        if self.handoff is not None:  # for the other workers waiting on this key, if any may be
+            self.handoff.publish(key, entry_to_bytes(entry, self.clock() + retain))
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -516,15 +523,34 @@ class MemoryStore:
                 except ValueError:
                     self._lru.pop("e:" + key, None)
 
-    # Within one process the gateway's SingleFlight already lets one thread fetch per key.
+    # Within one process the gateway's SingleFlight already lets one thread fetch per key; across
+    # the workers of one bridge, the handoff's lock does (``seconds`` is Redis's; a flock dies with
+    # its holder).
     def acquire(self, key: str, seconds: float) -> str | None:
-        return "local"
+        if self.handoff is None or self.handoff.acquire(key):
+            return "local"
+        return None
 
     def release(self, key: str, token: str) -> None:
-        pass
+        if self.handoff is not None:
+            self.handoff.release(key)
 
     def locked(self, key: str) -> bool:
-        return False
+        return self.handoff is not None and self.handoff.locked(key)
+
+    def waited_for(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``: this process's, or the one another worker fetched and handed over
+        (kept here from then on, for the rest of its retention)."""
+        entry = self.get(key)
+        if entry is not None or self.handoff is None:
+            return entry
+        data = self.handoff.collect(key)
+        now = self.clock()
+        shared = entry_from_bytes(key, data, now) if data is not None else None
+        if shared is None:
+            return None
+        self._put("e:" + key, shared.entry, max(1, int(shared.retain_until - now)))
+        return shared.entry
 
     @property
     def accounted_bytes(self) -> int:
@@ -558,6 +584,34 @@ def entry_to_redis(entry: CacheEntry, retain_until: float) -> dict[str, bytes]:
     if entry.script_json is not None:
         fields["j"] = entry.script_json.encode()
     return fields
+
+
+class SharedEntry(NamedTuple):
+    entry: CacheEntry
+    retain_until: float
+
+
+def entry_to_bytes(entry: CacheEntry, retain_until: float) -> bytes:
+    """An entry as one byte string (the Redis hash's fields, framed), for the worker handoff."""
+    fields = entry_to_redis(entry, retain_until)
+    head = json.dumps([[name, len(value)] for name, value in fields.items()]).encode()
+    return head + b"\n" + b"".join(fields.values())
+
+
+def entry_from_bytes(key: str, data: bytes, now: float) -> SharedEntry | None:
+    """The entry of ``entry_to_bytes``, or None for one past its retention or not an entry."""
+    head, _, rest = data.partition(b"\n")
+    try:
+        fields: dict[bytes, bytes] = {}
+        offset = 0
+        for name, length in json.loads(head):
+            fields[str(name).encode()] = rest[offset:offset + int(length)]
+            offset += int(length)
+        retain_until = float(json.loads(fields[b"m"])["r"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    entry = entry_from_redis(key, fields, now)
+    return None if entry is None else SharedEntry(entry, retain_until)
 
 
 def entry_from_redis(key: str, fields: Mapping[bytes, bytes], now: float) -> CacheEntry | None:
@@ -679,6 +733,9 @@ class RedisStore:
             self._call(lambda: self._set_if_exists(keys=[self.prefix + "e:" + key],
                                                    args=["j", text.encode()]))
 
+    def waited_for(self, key: str) -> CacheEntry | None:
+        return self.get(key)  # what another instance stores is in Redis for everyone
+
     def acquire(self, key: str, seconds: float) -> str | None:
         """The fetch lock for ``key``, held at most ``seconds`` (a dead holder blocks nobody longer).
 
@@ -792,7 +849,9 @@ class Cache:
 
         store: Store
         if settings.backend == "memory":
-            store = MemoryStore(settings.max_bytes, clock, relay)
+            # Several workers of this bridge share one herd lock and hand entries over (handoff.py).
+            handoff = WorkerHandoff() if config.server.workers > 1 else None
+            store = MemoryStore(settings.max_bytes, clock, relay, handoff)
         else:
             store = RedisStore(settings.backend, clock, relay)
         cache = cls(settings, store, clock, hook, config.jsonp.callback_param)

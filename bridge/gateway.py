@@ -212,7 +212,7 @@ class Gateway:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(LOCK_POLL)
-            entry = store.get(key)
+            entry = store.waited_for(key)
             if entry is not None and entry.is_fresh(self.cache.clock()):
                 return entry
             if not store.locked(key):

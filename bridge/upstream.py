@@ -230,6 +230,13 @@ def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[s
     )
 
 
+def timed_out(upstream: UpstreamConfig) -> UpstreamTimeout:
+    """The one refusal for a passed deadline, whichever noticed it first (the socket's timeout or
+    the watchdog's cut, a race on a loaded machine), so the same delay always reads the same."""
+    return UpstreamTimeout(f"upstream {upstream.name!r} did not answer in full within "
+                           f"{upstream.timeout:g}s")
+
+
 _DEFAULT_NAMES = {name.lower(): name for name in DEFAULT_REQUEST_HEADERS}
 
 
@@ -268,15 +275,13 @@ def _read_body(response: http.client.HTTPResponse, sock: socket.socket | None,
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
-                                  f"{upstream.timeout:g}s")
+            raise timed_out(upstream)
         if sock is not None:
             sock.settimeout(remaining)
         try:
             chunk = response.read1(CHUNK)
         except TimeoutError:
-            raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer within "
-                                  f"{upstream.timeout:g}s") from None
+            raise timed_out(upstream) from None
         except (http.client.HTTPException, OSError) as exc:
             raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
                                 f"({type(exc).__name__})") from None
@@ -413,8 +418,7 @@ class UpstreamClient:
                     raise
                 result = None
             if watch.fired:
-                raise UpstreamTimeout(f"upstream {upstream.name!r} did not finish its answer "
-                                      f"within {upstream.timeout:g}s")
+                raise timed_out(upstream)
         assert result is not None
         return result
 
@@ -423,8 +427,7 @@ class UpstreamClient:
                   deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
-                                  f"{upstream.timeout:g}s")
+            raise timed_out(upstream)
         cap = self._limits.max_upstream_body
         origin, pool = self.pool_for(upstream)
         target = url[len(origin):]
@@ -445,8 +448,7 @@ class UpstreamClient:
                 WATCHDOG.attach_current(sock)
                 response = conn.getresponse()
             except TimeoutError:
-                raise UpstreamTimeout(f"upstream {upstream.name!r} did not answer within "
-                                      f"{upstream.timeout:g}s") from None
+                raise timed_out(upstream) from None
             except ssl.SSLError:
                 raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
                                           "failed") from None

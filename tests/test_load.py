@@ -296,6 +296,36 @@ def unexpected(results: list[tuple[str, int | str]]) -> Counter[tuple[str, int |
     return Counter((name, status) for name, status in results if status not in expected[name])
 
 
+def test_a_herd_across_both_workers_asks_the_upstream_once(gunicorn: Gunicorn,
+                                                         upstream: UpstreamServer) -> None:
+    """The memory store is per worker; the workers hand a cold key's entry to each other
+    (bridge/handoff.py), so a herd of concurrent requests spread over both makes one upstream request.
+    A request id's first 16 characters name its worker process: the herd must have reached both."""
+    for attempt in range(5):
+        path = f"/herd-{attempt}"
+        upstream.route(path, Reply(200, {"herd": attempt}, {"Content-Type": "application/json"},
+                                   delay=0.5))
+        barrier = threading.Barrier(40)
+        answers: list[tuple[int, bytes, str]] = []
+
+        def ask(path: str = path, barrier: threading.Barrier = barrier,
+                answers: list[tuple[int, bytes, str]] = answers) -> None:
+            barrier.wait(10)
+            status, body, headers = get(gunicorn.port, f"/cors/api{path}", timeout=20)
+            answers.append((status, body, headers["X-Request-ID"]))
+
+        threads = [threading.Thread(target=ask) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(answers) == 40 and {(s, b) for s, b, _ in answers} == {(200, b'{"herd": %d}' % attempt)}
+        assert len([s for s in upstream.seen if s.path == path]) == 1
+        if len({request_id[:16] for _, _, request_id in answers}) == WORKERS:
+            return  # both workers answered part of the herd, one of them from the other's fetch
+    pytest.fail("five herds in a row reached one worker only: the test could not show the handoff")
+
+
 def test_load_with_faults_and_a_killed_worker(gunicorn: Gunicorn, upstream: UpstreamServer) -> None:
     route_faults(upstream)
     warm: list[tuple[str, int | str]] = []

@@ -1,0 +1,119 @@
+"""One upstream request per cold key across the worker processes of one bridge (memory store).
+
+gunicorn runs several worker processes, each with a memory store of its own, so a herd of requests
+for one cold key asked the upstream once per worker. ``WorkerHandoff`` gives the workers of one bridge
+what the Redis store gives instances: a lock per key, and a place where the holder leaves what it
+fetched. The lock is ``flock`` on one of ``STRIPES`` files in a directory made before the workers fork
+(so they all share it); the holder writes the entry it stored to that stripe's file (written whole,
+then renamed), and a worker that found the lock taken waits for it and takes the entry from there
+instead of asking the upstream. The gateway drives it through the store's ``acquire``, ``locked``,
+``release`` and ``waited_for``, as it drives Redis.
+
+What it does not do: an entry over ``MAX_SHARED`` bytes is not handed over (the others ask for their
+own: at most one request per worker, as before); an answer that varies (``Vary``) is stored under
+another key than the one locked, so the others ask for their own too; two keys that share a stripe
+wait for each other (``STRIPES`` keeps that rare). Only the process that made the directory removes
+it, at exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+
+STRIPES = 1024
+MAX_SHARED = 256 * 1024  # bytes of one handed-over entry; at most STRIPES x this on disk
+
+
+def _remove(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # workers inherit this finaliser; only the maker removes the directory
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class WorkerHandoff:
+    def __init__(self, directory: str | None = None) -> None:
+        self.path = directory or tempfile.mkdtemp(prefix="jsonp-cors-bridge-handoff-")
+        self._finalizer = weakref.finalize(self, _remove, self.path, os.getpid())
+        self._held: dict[str, int] = {}  # key -> the fd whose flock this process holds
+        self._lock = threading.Lock()
+
+    def _stripe(self, key: str) -> str:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return os.path.join(self.path, str(int.from_bytes(digest, "big") % STRIPES))
+
+    def acquire(self, key: str) -> bool:
+        """Take the key's lock if no other process holds it; False when one does (or on an error:
+        then this worker simply asks the upstream itself, as without a handoff)."""
+        try:
+            fd = os.open(self._stripe(key) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            return exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
+        with self._lock:
+            previous = self._held.pop(key, None)
+            self._held[key] = fd
+        if previous is not None:
+            os.close(previous)
+        return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            fd = self._held.pop(key, None)
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor of the open file releases its flock
+
+    def locked(self, key: str) -> bool:
+        """Whether another process holds the key's lock now."""
+        try:
+            fd = os.open(self._stripe(key) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def publish(self, key: str, data: bytes) -> None:
+        """Leave ``data`` (an entry) for the workers waiting on ``key``, if this process holds its
+        lock and it is small enough to hand over."""
+        with self._lock:
+            held = key in self._held
+        if not held or len(data) > MAX_SHARED:
+            return
+        stripe = self._stripe(key)
+        encoded_key = key.encode("utf-8", "surrogatepass")
+        temporary = f"{stripe}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(temporary, "wb") as file:
+                file.write(len(encoded_key).to_bytes(4, "big") + encoded_key + data)
+            os.replace(temporary, stripe + ".entry")
+        except OSError:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+
+    def collect(self, key: str) -> bytes | None:
+        """What the holder of ``key``'s lock left for it, or None (nothing, or another key's)."""
+        try:
+            with open(self._stripe(key) + ".entry", "rb") as file:
+                content = file.read(MAX_SHARED + 4 + 4 * len(key) + 16)
+        except OSError:
+            return None
+        size = int.from_bytes(content[:4], "big")
+        if content[4:4 + size] != key.encode("utf-8", "surrogatepass"):
+            return None
+        return content[4 + size:]

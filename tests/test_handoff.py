@@ -1,0 +1,99 @@
+"""The worker handoff (handoff.py): a lock per key across processes, and the entry its holder leaves."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from bridge.cache import MemoryStore, entry_from_bytes, entry_to_bytes, new_entry
+from bridge.handoff import MAX_SHARED, WorkerHandoff
+from bridge.upstream import UpstreamResponse
+from tests.forking import in_forked_child
+
+
+def entry(body: bytes = b'{"a": 1}', key: str = "k") -> object:
+    response = UpstreamResponse(200, (("Content-Type", "application/json"), ("ETag", '"e"')), body)
+    return new_entry(key, response, 1_000.0, 60, ("accept-language",), '{"a":1}')
+
+
+def test_an_entry_survives_the_trip_through_bytes() -> None:
+    original = entry()
+    shared = entry_from_bytes("k", entry_to_bytes(original, 1_100.0), now=1_010.0)  # type: ignore[arg-type]
+    assert shared is not None and shared.retain_until == 1_100.0
+    got = shared.entry
+    assert (got.response, got.stored_at, got.lifetime, got.vary, got.script_json) == (
+        original.response, original.stored_at, original.lifetime, original.vary,  # type: ignore[attr-defined]
+        original.script_json)  # type: ignore[attr-defined]
+    assert entry_from_bytes("k", entry_to_bytes(original, 1_100.0), now=1_200.0) is None  # type: ignore[arg-type]
+    for junk in (b"", b"not json\nxx", b'[["m", 5]]\n{}', b'[["m", 99]]\n' + b"x" * 10):
+        assert entry_from_bytes("k", junk, now=1_010.0) is None
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_another_process_waits_for_the_holder_and_takes_what_it_left() -> None:
+    handoff = WorkerHandoff()
+    assert handoff.acquire("key")
+
+    def while_held() -> bytes:
+        return repr((handoff.acquire("key"), handoff.locked("key"), handoff.collect("key"))).encode()
+
+    assert in_forked_child(while_held) == b"(False, True, None)"
+    handoff.publish("key", b"the entry")
+    handoff.publish("other", b"not held: never published")
+    handoff.release("key")
+
+    def after() -> bytes:
+        return repr((handoff.locked("key"), handoff.collect("key"), handoff.collect("other"))).encode()
+
+    assert in_forked_child(after) == b"(False, b'the entry', None)"
+
+
+def test_only_small_entries_are_handed_over_and_only_to_their_own_key() -> None:
+    handoff = WorkerHandoff()
+    assert handoff.acquire("a")
+    handoff.publish("a", b"x" * (MAX_SHARED + 1))
+    assert handoff.collect("a") is None
+    handoff.publish("a", b"small")
+    assert handoff.collect("a") == b"small"
+    # A key in the same stripe reads the stripe's file, which names another key.
+    twin = next(k for k in (f"k{i}" for i in range(100_000)) if handoff._stripe(k) == handoff._stripe("a"))
+    assert handoff.collect(twin) is None
+    handoff.release("a")
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_the_memory_store_takes_over_what_another_worker_stored() -> None:
+    clock = [1_000.0]
+    store = MemoryStore(1 << 20, clock=lambda: clock[0], handoff=WorkerHandoff())
+    fresh = entry()
+
+    def worker() -> bytes:  # the holder: stores while holding the key's lock
+        assert store.acquire("k", 5) is not None
+        store.put("k", fresh, 100)  # type: ignore[arg-type]
+        store.release("k", "local")
+        return b"stored"
+
+    assert in_forked_child(worker) == b"stored"
+    assert store.get("k") is None  # not in this process's own memory
+    taken = store.waited_for("k")
+    assert taken is not None and taken.response.body == b'{"a": 1}'
+    assert store.get("k") is not None  # kept here from now on
+    clock[0] += 101
+    assert store.get("k") is None  # for no longer than its retention
+
+
+def test_only_the_maker_removes_the_directory() -> None:
+    handoff = WorkerHandoff()
+    path, finalizer = Path(handoff.path), handoff._finalizer
+
+    def worker_exits() -> bytes:  # what a worker's exit runs: the finaliser it inherited
+        finalizer()
+        return str(path.is_dir()).encode()
+
+    assert in_forked_child(worker_exits) == b"True"
+    assert path.is_dir()
+    del handoff
+    gc.collect()
+    assert not path.exists()
