@@ -194,8 +194,9 @@ class Gateway:
                                                   "; collapsed", now), key, waited.vary)
         try:
             # Looked at again only now, holding the lock: a holder stores before it releases, so an
-            # entry filled by another thread or instance since our first look is seen here.
-            current = store.get(key)
+            # entry filled by another thread, worker or instance since our first look is seen here
+            # (another worker's through the memory store's handoff).
+            current = store.waited_for(key)
             now = cache.clock()
             if current is not None and current.is_fresh(now):
                 cache.event("hit")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
-from bridge.cache import MemoryStore, entry_from_bytes, entry_to_bytes, new_entry
+from bridge import create_app
+from bridge.cache import Cache, MemoryStore, entry_from_bytes, entry_to_bytes, new_entry
+from bridge.config import Config
 from bridge.handoff import MAX_SHARED, WorkerHandoff
 from bridge.upstream import UpstreamResponse
 from tests.forking import in_forked_child
+from tests.upstream_server import Reply, UpstreamServer
 
 
 def entry(body: bytes = b'{"a": 1}', key: str = "k") -> object:
@@ -97,3 +102,26 @@ def test_only_the_maker_removes_the_directory() -> None:
     del handoff
     gc.collect()
     assert not path.exists()
+
+
+def test_a_worker_that_comes_after_the_fetch_takes_the_handed_over_entry(
+        make_config: Callable[..., Config], upstream: UpstreamServer) -> None:
+    """Two workers (two apps, each its own memory store, one handoff directory): the second asks
+    after the first has fetched and let go of the lock, and still does not ask the upstream."""
+    upstream.route("/w", Reply(200, {"w": 1}, {"Content-Type": "application/json"}))
+    config = make_config()
+    shared = WorkerHandoff()
+
+    def worker() -> Flask:
+        store = MemoryStore(1 << 20, handoff=WorkerHandoff(shared.path))
+        return create_app(config, cache=Cache(config.cache, store, callback_param="callback"))
+
+    first, second = worker(), worker()
+    assert "stored" in first.test_client().get("/cors/api/w").headers["Cache-Status"]
+    answer = second.test_client().get("/cors/api/w")
+    assert answer.status_code == 200 and answer.get_json() == {"w": 1}
+    assert answer.headers["Cache-Status"].startswith("jsonp-cors-bridge; hit")
+    assert len([s for s in upstream.seen if s.path == "/w"]) == 1
+    assert second.test_client().get("/cors/api/w").headers["Cache-Status"].startswith(
+        "jsonp-cors-bridge; hit")  # now in the second worker's own memory
+    assert len([s for s in upstream.seen if s.path == "/w"]) == 1
