@@ -47,18 +47,28 @@ class WorkerHandoff:
         digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         return os.path.join(self.path, str(int.from_bytes(digest, "big") % STRIPES))
 
-    def acquire(self, key: str) -> bool:
-        """Take the key's lock if no other process holds it; False when one does (or on an error:
-        then this worker simply asks the upstream itself, as without a handoff)."""
-        try:
-            fd = os.open(self._stripe(key) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return True
+    def _try_lock(self, key: str) -> int | None:
+        """The fd holding the key's lock, or None when another process holds it. Any other failure
+        (the directory gone, no descriptors left) raises OSError."""
+        fd = os.open(self._stripe(key) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            return exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        return fd
+
+    def acquire(self, key: str) -> bool:
+        """Take the key's lock if no other process holds it; False when one does. On an error this
+        worker goes ahead without the lock (it asks the upstream itself, as without a handoff)."""
+        try:
+            fd = self._try_lock(key)
+        except OSError:
+            return True
+        if fd is None:
+            return False
         with self._lock:
             previous = self._held.pop(key, None)
             self._held[key] = fd
@@ -75,15 +85,12 @@ class WorkerHandoff:
     def locked(self, key: str) -> bool:
         """Whether another process holds the key's lock now."""
         try:
-            fd = os.open(self._stripe(key) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._try_lock(key)
         except OSError:
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if fd is None:
             return True
-        finally:
-            os.close(fd)
+        os.close(fd)
         return False
 
     def publish(self, key: str, data: bytes) -> None:

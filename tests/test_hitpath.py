@@ -48,14 +48,19 @@ def build(config: Config, hit_path: bool) -> Bridge:
     return bridge
 
 
-@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
-def pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
-         upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
+def route_answers(upstream: UpstreamServer) -> None:
+    """The answers both pairs of bridges ask for: JSON that varies, typeless, a JSON 404."""
     upstream.route("/d", Reply(200, {"a": "<b>", "n": 1.10}, {"Content-Type": "application/json",
                                                              "ETag": '"v1"', "Vary": "Accept-Language"}))
     upstream.route("/plain", Reply(200, b'{"typeless": true}', {"Content-Type": None}))
     upstream.route("/gone", Reply(404, {"error": "no_such_item", "message": "gone"},
                                   {"Content-Type": "application/json"}))
+
+
+@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
+def pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
+         upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
+    route_answers(upstream)
     upstream.route("/short", Reply(200, {"short": True}, {"Content-Type": "application/json",
                                                           "Cache-Control": "max-age=5"}))
     upstream.route("/private", Reply(200, {"mine": True}, {"Content-Type": "application/json",
@@ -346,11 +351,7 @@ def test_the_shape_memo_is_bounded(make_app: Callable[..., Flask], upstream: Ups
 def miss_pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
               upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
     """Two bridges whose ``api`` is never cached (ttl = 0): every request asks the upstream."""
-    upstream.route("/d", Reply(200, {"a": "<b>", "n": 1.10}, {"Content-Type": "application/json",
-                                                             "ETag": '"v1"', "Vary": "Accept-Language"}))
-    upstream.route("/plain", Reply(200, b'{"typeless": true}', {"Content-Type": None}))
-    upstream.route("/gone", Reply(404, {"error": "no_such_item", "message": "gone"},
-                                  {"Content-Type": "application/json"}))
+    route_answers(upstream)
     upstream.route("/broken", Reply(500, b"<h1>oops</h1>", {"Content-Type": "text/html"}))
     upstream.route("/notjson", Reply(200, b"<html>", {"Content-Type": "application/json"}))
     upstream.route("/empty", Reply(204, None, {}))
