@@ -96,16 +96,16 @@ class OriginPool:
         else:
             raise ValueError(f"no connections for scheme {scheme!r}")
 
-    def connection(self, connect_timeout: float) -> tuple[http.client.HTTPConnection, bool]:
-        """A connection to use, and whether it was kept alive from an earlier request (a new one
-        connects on its first request, within ``connect_timeout``)."""
+    def connection(self, connect_timeout: float) -> http.client.HTTPConnection:
+        """A kept-alive connection the server has not closed, else a new one (which connects on its
+        first request, within ``connect_timeout``)."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._connection_class(self.host, self.port, timeout=connect_timeout), False
+                return self._connection_class(self.host, self.port, timeout=connect_timeout)
             if not _dropped(conn.sock):
-                return conn, True
+                return conn
             conn.close()
 
     def release(self, conn: http.client.HTTPConnection) -> None:

@@ -434,7 +434,7 @@ class UpstreamClient:
         if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
             # upstream_url and within_base never make such a url; this is the last line anyway.
             raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
-        conn, _ = pool.connection(min(remaining, upstream.timeout))
+        conn = pool.connection(min(remaining, upstream.timeout))
         response: http.client.HTTPResponse | None = None
         try:
             try:
