@@ -850,7 +850,13 @@ class Cache:
         store: Store
         if settings.backend == "memory":
             # Several workers of this bridge share one herd lock and hand entries over (handoff.py).
-            handoff = WorkerHandoff() if config.server.workers > 1 else None
+            handoff = None
+            if config.server.workers > 1:
+                try:
+                    handoff = WorkerHandoff()
+                except OSError as exc:  # no writable temporary directory: each worker on its own
+                    log.warning("cache: no worker handoff (%s); a herd costs one upstream request per "
+                                "worker", exc)
             store = MemoryStore(settings.max_bytes, clock, relay, handoff)
         else:
             store = RedisStore(settings.backend, clock, relay)

@@ -125,3 +125,15 @@ def test_a_worker_that_comes_after_the_fetch_takes_the_handed_over_entry(
     assert second.test_client().get("/cors/api/w").headers["Cache-Status"].startswith(
         "jsonp-cors-bridge; hit")  # now in the second worker's own memory
     assert len([s for s in upstream.seen if s.path == "/w"]) == 1
+
+
+def test_without_a_writable_temporary_directory_the_bridge_starts_without_the_handoff(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", "/tmp/jsonp-cors-bridge-handoff-x")
+
+    monkeypatch.setattr("bridge.handoff.tempfile.mkdtemp", refused)
+    cache = Cache.from_config(make_config())
+    assert isinstance(cache.store, MemoryStore) and cache.store.handoff is None
+    assert "no worker handoff" in caplog.text and "Permission denied" in caplog.text
