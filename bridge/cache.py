@@ -499,7 +499,7 @@ class MemoryStore:
 
     def put(self, key: str, entry: CacheEntry, retain: int) -> None:
         self._put("e:" + key, entry, retain)
-        if self.handoff is not None:  # for the other workers waiting on this key, if any may be
+        if self.handoff is not None and self.handoff.holds(key):  # others may be waiting for it
             self.handoff.publish(key, entry_to_bytes(entry, self.clock() + retain))
 
     def delete(self, key: str) -> None:

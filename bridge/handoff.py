@@ -93,12 +93,15 @@ class WorkerHandoff:
         os.close(fd)
         return False
 
+    def holds(self, key: str) -> bool:
+        """Whether this process holds ``key``'s lock (only then is what it stores handed over)."""
+        with self._lock:
+            return key in self._held
+
     def publish(self, key: str, data: bytes) -> None:
         """Leave ``data`` (an entry) for the workers waiting on ``key``, if this process holds its
         lock and it is small enough to hand over."""
-        with self._lock:
-            held = key in self._held
-        if not held or len(data) > MAX_SHARED:
+        if not self.holds(key) or len(data) > MAX_SHARED:
             return
         stripe = self._stripe(key)
         encoded_key = key.encode("utf-8", "surrogatepass")
