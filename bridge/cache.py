@@ -505,6 +505,8 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self._lru.pop("e:" + key, None)
+        if self.handoff is not None:  # nor may another worker take it from the handoff
+            self.handoff.withdraw(key)
 
     def get_vary(self, primary: str) -> tuple[str, ...] | None:
         value = self._get("v:" + primary)

@@ -116,6 +116,15 @@ class WorkerHandoff:
             except OSError:
                 pass
 
+    def withdraw(self, key: str) -> None:
+        """Take back what was left for ``key`` (the store deleted its entry: an upstream said it may
+        no longer be kept). Racing a publish for another key of the stripe costs that one a handoff."""
+        if self.collect(key) is not None:
+            try:
+                os.unlink(self._stripe(key) + ".entry")
+            except OSError:
+                pass
+
     def collect(self, key: str) -> bytes | None:
         """What the holder of ``key``'s lock left for it, or None (nothing, or another key's)."""
         try:

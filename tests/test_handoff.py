@@ -137,3 +137,14 @@ def test_without_a_writable_temporary_directory_the_bridge_starts_without_the_ha
     cache = Cache.from_config(make_config())
     assert isinstance(cache.store, MemoryStore) and cache.store.handoff is None
     assert "no worker handoff" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_an_entry_the_store_deletes_is_not_handed_over_any_more() -> None:
+    store = MemoryStore(1 << 20, clock=lambda: 1_000.0, handoff=WorkerHandoff())
+    other = WorkerHandoff(store.handoff.path)  # type: ignore[union-attr]  # another worker's view
+    assert store.acquire("k", 5) is not None
+    store.put("k", entry(), 100)  # type: ignore[arg-type]
+    store.release("k", "local")
+    assert other.collect("k") is not None
+    store.delete("k")  # e.g. a revalidation answered no-store
+    assert other.collect("k") is None
