@@ -609,19 +609,25 @@ def entry_from_bytes(key: str, data: bytes, now: float) -> SharedEntry | None:
         for name, length in json.loads(head):
             fields[str(name).encode()] = rest[offset:offset + int(length)]
             offset += int(length)
-        retain_until = float(json.loads(fields[b"m"])["r"])
-    except (KeyError, ValueError, TypeError):
+    except (ValueError, TypeError):
         return None
-    entry = entry_from_redis(key, fields, now)
-    return None if entry is None else SharedEntry(entry, retain_until)
+    return _shared_entry(key, fields, now)
 
 
 def entry_from_redis(key: str, fields: Mapping[bytes, bytes], now: float) -> CacheEntry | None:
     """The entry of a Redis hash, or None for one past its retention by the bridge's clock (Redis
     expires keys by its own) or that is not an entry (half-written, or foreign)."""
+    shared = _shared_entry(key, fields, now)
+    return None if shared is None else shared.entry
+
+
+def _shared_entry(key: str, fields: Mapping[bytes, bytes], now: float) -> SharedEntry | None:
+    """The entry of the Redis hash's fields and the time it is retained until, reading the
+    metadata once; None past its retention or for fields that are not an entry."""
     try:
         meta = json.loads(fields[b"m"])
-        if float(meta["r"]) <= now:
+        retain_until = float(meta["r"])
+        if retain_until <= now:
             return None
         response = UpstreamResponse(int(meta["s"]), tuple((str(k), str(v)) for k, v in meta["h"]),
                                     fields[b"b"])
@@ -629,7 +635,7 @@ def entry_from_redis(key: str, fields: Mapping[bytes, bytes], now: float) -> Cac
         entry = new_entry(key, response, float(meta["t"]), int(meta["l"]),
                           tuple(meta["v"]), script_json)
         entry.initial_age = int(meta["a"])
-        return entry
+        return SharedEntry(entry, retain_until)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
         return None
 

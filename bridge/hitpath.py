@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask
@@ -234,11 +235,8 @@ class HitPath:
         the fetch's outcome (``gateway.FETCHED``), the request's id and start, so that they render it
         (refusals included) as their own, without asking the upstream again or counting it twice."""
         environ[HANDED_REQUEST_ID], environ[HANDED_STARTED] = request_id, started
-        forwarded = shape.forwarded
         try:
-            answer = self.gateway.fetch(UpstreamRequest(
-                forwarded.upstream, "GET", forwarded.path, forwarded.query, forwarded.headers,
-                None, request_id))
+            answer = self.gateway.fetch(replace(shape.forwarded, request_id=request_id))
         except BridgeError as exc:
             environ[FETCHED] = exc
             raise

@@ -27,6 +27,8 @@ from tests.conftest import ALLOWED
 from tests.upstream_server import Reply, UpstreamServer
 
 CACHE = "[cache]\nnegative_ttl = 30\n"
+# Each pair of bridges is built twice: without a rate limit, and with one never reached.
+LIMITS = ["", "[limits]\nper_client = 1000000/minute\n"]
 
 
 @dataclass
@@ -57,7 +59,7 @@ def route_answers(upstream: UpstreamServer) -> None:
                                   {"Content-Type": "application/json"}))
 
 
-@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
+@pytest.fixture(params=LIMITS, ids=["no-limit", "limit"])
 def pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
          upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
     route_answers(upstream)
@@ -347,7 +349,7 @@ def test_the_shape_memo_is_bounded(make_app: Callable[..., Flask], upstream: Ups
 # --- plain GETs that are not fresh hits: fetched here, rendered by the views' functions ---
 
 
-@pytest.fixture(params=["", "[limits]\nper_client = 1000000/minute\n"], ids=["no-limit", "limit"])
+@pytest.fixture(params=LIMITS, ids=["no-limit", "limit"])
 def miss_pair(request: pytest.FixtureRequest, make_config: Callable[..., Config],
               upstream: UpstreamServer) -> tuple[Bridge, Bridge]:
     """Two bridges whose ``api`` is never cached (ttl = 0): every request asks the upstream."""
