@@ -1,9 +1,11 @@
-"""The framework's floor: a bare Flask app answering precomputed JSONP bytes under the bridge's gunicorn.
+"""The floors: precomputed JSONP bytes answered by bare Flask, or by a raw WSGI callable, under the
+bridge's gunicorn.
 
-``python bench/floor.py --config BENCH_INI --bind H:P --body FILE`` runs it with exactly the gunicorn
-settings ``app.py`` derives from the same INI (worker class, workers, threads, keep-alive), so the only
-difference from a bridge cache hit is the bridge's own work per request. Nothing here is part of the
-bridge; it exists only to be measured against.
+``python bench/floor.py --config BENCH_INI --bind H:P --body FILE [--raw]`` runs one of them with exactly
+the gunicorn settings ``app.py`` derives from the same INI (worker class, workers, threads, keep-alive),
+so the only difference from a bridge cache hit is the bridge's own work per request. The Flask floor is
+what a framework costs; the raw floor (``--raw``: no framework at all, one ``start_response``) is the
+server's own cost. Nothing here is part of the bridge; it exists only to be measured against.
 """
 
 from __future__ import annotations
@@ -32,11 +34,23 @@ def create_floor_app(body: bytes) -> Flask:
     return app
 
 
+def create_raw_floor(body: bytes) -> Any:
+    script = b"/**/cb(" + body.strip() + b");"
+    headers = [("Content-Type", "text/javascript; charset=utf-8"), ("Content-Length", str(len(script)))]
+
+    def raw(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", list(headers))
+        return [script]
+
+    return raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--bind", required=True)
     parser.add_argument("--body", required=True, help="the JSON file the upstream serves")
+    parser.add_argument("--raw", action="store_true", help="a raw WSGI callable instead of Flask")
     args = parser.parse_args()
     config = load_or_exit(args.config)
     body = Path(args.body).read_bytes()
@@ -50,7 +64,7 @@ def main() -> None:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_floor_app(body)
+            return create_raw_floor(body) if args.raw else create_floor_app(body)
 
     FloorServer().run()
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge import create_app  # noqa: E402
 from bridge.config import load_config  # noqa: E402
-from bridge.upstream import UpstreamRequest, forward_request_headers  # noqa: E402
+from bridge.upstream import UpstreamRequest  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -42,10 +42,10 @@ def main() -> None:
     gateway = app.extensions["bridge.gateway"]
     cache = app.extensions["bridge.cache"]
     upstream = config.upstreams["hit"]
-    headers = forward_request_headers((("Accept", "application/json"),), upstream)
+    headers = (("Accept", "application/json"), *upstream.headers)  # as proxy/forward.py sends them
 
     def fetch(index: int) -> None:
-        gateway.fetch(UpstreamRequest(upstream, "GET", "data.json", (("k", str(index)),), headers))
+        gateway.fetch(UpstreamRequest(upstream, "GET", "data.json", f"k={index}", headers))
 
     fetch(-1)  # connections, lazy imports, first allocations
     gc.collect()

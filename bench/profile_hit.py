@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-from bench.floor import create_floor_app  # noqa: E402
+from bench.floor import create_floor_app, create_raw_floor  # noqa: E402
 from bench.run import ORIGIN, payload  # noqa: E402
 from bridge import create_app  # noqa: E402
 from bridge.config import parse_config  # noqa: E402
@@ -70,6 +70,23 @@ def per_request(app, path: str, n: int) -> float:  # type: ignore[no-untyped-def
     return (time.perf_counter() - started) / n * 1e6
 
 
+def road_in_flask(app):  # type: ignore[no-untyped-def]
+    """The road as the view of a Flask route: Flask's dispatch (request context, routing, hooks,
+    ``Response``) in front of the same pipeline."""
+    from flask import Flask, Response, request
+
+    road = app.extensions["bridge.road"]
+    shell = Flask("road-in-flask")
+
+    @shell.route("/<kind>/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "OPTIONS"])
+    def proxied(kind: str, rest: str) -> Response:
+        started: list[object] = []
+        body = b"".join(road(request.environ, lambda status, headers: started.extend((status, headers))))
+        return Response(body, status=started[0], headers=started[1])
+
+    return shell
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="/cors/hit/data.json")
@@ -79,8 +96,9 @@ def main() -> None:
                         help="no profile: the best of 5 timed runs of each, bridge and floor")
     parser.add_argument("--upstream", help="the upstream's url (such as nginx serving bench/run.py's "
                         "payload); by default a loopback Python server, whose cost is then profiled too")
-    parser.add_argument("--no-hit-path", action="store_true",
-                        help="leave fresh hits to the Flask views (bridge/hitpath.py off), to compare")
+    parser.add_argument("--in-flask", action="store_true",
+                        help="dispatch the road from a Flask view instead of mounting it in front of "
+                             "Flask (the other way create_app could wire it), to compare")
     args = parser.parse_args()
     from pyinstrument import Profiler
 
@@ -94,19 +112,24 @@ def main() -> None:
     ini += f"\n[upstream:miss]\nurl = {url}\nallow_private = true\nttl = 0\n"
     ini = ini.replace("allow_origins = http://127.0.0.1:8002 http://localhost:8002",
                       f"allow_origins = {ORIGIN}")
-    app = create_app(parse_config(ini, source="profile.ini", env={}), hit_path=not args.no_hit_path)
+    app = create_app(parse_config(ini, source="profile.ini", env={}))
+    if args.in_flask:
+        app = road_in_flask(app)
     # The access line is still formatted and written (its cost is part of a hit), just not to the tty.
     for handler in logging.getLogger("bridge.access").handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     floor = create_floor_app(payload())
+    raw = create_raw_floor(payload())
     per_request(app, args.path, 100)
     per_request(floor, "/jsonp", 100)
     if args.timing_only:  # the best of several runs: the machine is shared, noise only adds time
         bridge_best = min(per_request(app, args.path, args.n) for _ in range(5))
         floor_best = min(per_request(floor, "/jsonp", args.n) for _ in range(5))
+        raw_best = min(per_request(raw, "/jsonp", args.n) for _ in range(5))
         print(json.dumps({"path": args.path, "bridge_us_per_request": round(bridge_best, 1),
-                          "floor_us_per_request": round(floor_best, 1)}))
+                          "floor_us_per_request": round(floor_best, 1),
+                          "raw_floor_us_per_request": round(raw_best, 1)}))
         return
     profiler = Profiler(interval=0.0002)
     with profiler:

@@ -31,7 +31,6 @@ import cachetools
 
 from .config import CacheConfig, Config
 from .handoff import WorkerHandoff
-from .jsonp import CONTROL_PARAMS
 from .upstream import FORWARDED_REQUEST_HEADERS, HOP_BY_HOP, NEVER_FORWARDED, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -59,38 +58,29 @@ LOCK_POLL = 0.02  # seconds between looks at Redis while another instance fetche
 # --- the key ---
 
 
-def normalised_query(query: Iterable[tuple[str, str]],
-                     callback_param: str = "callback") -> tuple[tuple[str, str], ...]:
-    """The query as the key sees it: JSONP control parameters dropped, sorted by name.
+def primary_key(upstream: str, path: str, query: str) -> str:
+    """Upstream, path and query of the forwarded request: the entry's address before Vary applies.
 
-    The sort is stable, so repeated parameters keep their order (``a=1&a=2`` is not ``a=2&a=1``).
+    Taken from the request as it is forwarded (``proxy/forward.py`` builds it), never from the
+    client's: whatever reaches the upstream is in the key, so no request can store an answer that
+    another, forwarded differently, is then served.
     """
-    control = CONTROL_PARAMS | {callback_param}
-    return tuple(sorted(((k, v) for k, v in query if k not in control), key=lambda kv: kv[0]))
-
-
-def primary_key(upstream: str, path: str, query: Iterable[tuple[str, str]],
-                callback_param: str = "callback") -> str:
-    """Upstream, path and normalised query: the entry's address before Vary is applied."""
-    text = json.dumps([upstream, path, normalised_query(query, callback_param)],
-                      separators=(",", ":"))
+    text = json.dumps([upstream, path, query], separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
-# A hit's key is remembered for recent addresses and Accept values, so it costs no JSON, hash or regex;
-# only short ones, so that long urls and headers a client makes up cannot fill memory (at most about
-# KEY_MEMO_SIZE x KEY_MEMO_CHARS characters each).
+# A hit's key is remembered for recent addresses, so it costs no JSON or hash; only short ones, so
+# that long urls a client makes up cannot fill memory (at most about KEY_MEMO_SIZE x KEY_MEMO_CHARS).
 KEY_MEMO_SIZE = 1024
 KEY_MEMO_CHARS = 512
 _remembered_primary_key = lru_cache(maxsize=KEY_MEMO_SIZE)(primary_key)
 
 
-def remembered_primary_key(upstream: str, path: str, query: tuple[tuple[str, str], ...],
-                           callback_param: str = "callback") -> str:
+def remembered_primary_key(upstream: str, path: str, query: str) -> str:
     """``primary_key``, remembered for the last ``KEY_MEMO_SIZE`` short addresses."""
-    if len(path) + sum(len(k) + len(v) + 2 for k, v in query) > KEY_MEMO_CHARS:
-        return primary_key(upstream, path, query, callback_param)
-    return _remembered_primary_key(upstream, path, query, callback_param)
+    if len(path) + len(query) > KEY_MEMO_CHARS:
+        return primary_key(upstream, path, query)
+    return _remembered_primary_key(upstream, path, query)
 
 
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> str:
@@ -100,46 +90,25 @@ def header_values(headers: Iterable[tuple[str, str]], name: str) -> str:
     return ", ".join(values)
 
 
-JSON_MEDIA_RANGES = frozenset({"*/*", "application/*", "application/json"})
-
-
-def accept_class(accept: str) -> str:
-    """Accept as the key sees it when the upstream does not name Accept in Vary.
-
-    A browser's fetch sends ``*/*``, a JSONP script tag is asked for as ``application/json``, libraries
-    send ``application/json, text/plain, */*``: every one of them takes the upstream's JSON, so they
-    share one entry (``json``); the CORS and JSONP paths would otherwise never meet in the cache. Any
-    other Accept (``application/xml``) keeps an entry of its own.
-    """
-    ranges = []
-    for item in accept.split(","):
-        media, _, params = item.strip().partition(";")
-        refused = re.search(r"(?:^|;)\s*q\s*=\s*0(?:\.0*)?\s*(?:;|$)", params) is not None
-        if media.strip() and not refused:
-            ranges.append(media.strip().lower())
-    if not ranges or any(r in JSON_MEDIA_RANGES for r in ranges):
-        return "json"
-    return ",".join(ranges)
-
-
-_remembered_accept_class = lru_cache(maxsize=KEY_MEMO_SIZE)(accept_class)
-
-
 def variant_key(primary: str, vary: Iterable[str], headers: Iterable[tuple[str, str]]) -> str:
-    """The entry's full key: the primary key plus Accept and every header the upstream varies on.
-
-    Accept counts by its class (``accept_class``) unless the upstream names it in Vary: then, as for
-    every header named there, its exact value does.
-    """
+    """The entry's full key: the primary key plus the forwarded Accept and the forwarded value of
+    every header the upstream varies on. Accept always counts: the bridge sends one Accept for
+    every request a JSON answer satisfies (``proxy/forward.py``), so it splits only what differs."""
     pairs = list(headers)
-    varied = {name.lower() for name in vary}
-    parts = [primary]
-    if "accept" not in varied:
-        accept = header_values(pairs, "accept")
-        parts.append("accept~" + (_remembered_accept_class(accept) if len(accept) <= KEY_MEMO_CHARS
-                                  else accept_class(accept)))
-    parts += [f"{name}:{header_values(pairs, name)}" for name in sorted(varied)]
+    names = {name.lower() for name in vary} | {"accept"}
+    parts = [primary, *(f"{name}:{header_values(pairs, name)}" for name in sorted(names))]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=20).hexdigest()
+
+
+_remembered_variant_key = lru_cache(maxsize=KEY_MEMO_SIZE)(variant_key)
+
+
+def remembered_variant_key(primary: str, vary: tuple[str, ...],
+                           headers: tuple[tuple[str, str], ...]) -> str:
+    """``variant_key``, remembered for the last ``KEY_MEMO_SIZE`` requests with short headers."""
+    if sum(len(k) + len(v) for k, v in headers) > KEY_MEMO_CHARS:
+        return variant_key(primary, vary, headers)
+    return _remembered_variant_key(primary, vary, headers)
 
 
 def response_vary(response: UpstreamResponse,
@@ -837,12 +806,11 @@ class Cache:
     """The store, the settings and the clock, and the single-flight of this process."""
 
     def __init__(self, settings: CacheConfig, store: Store, clock: Clock = time.time,
-                 on_event: EventHook | None = None, callback_param: str = "callback") -> None:
+                 on_event: EventHook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.on_event = on_event or (lambda name: None)
-        self.callback_param = callback_param
         self.flight = SingleFlight()
 
     @classmethod
@@ -868,7 +836,7 @@ class Cache:
             store = MemoryStore(settings.max_bytes, clock, relay, handoff)
         else:
             store = RedisStore(settings.backend, clock, relay)
-        cache = cls(settings, store, clock, hook, config.jsonp.callback_param)
+        cache = cls(settings, store, clock, hook)
         return cache
 
     def event(self, name: str) -> None:

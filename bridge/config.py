@@ -198,7 +198,7 @@ def _rate_limit(raw: str) -> str:
                               value, re.IGNORECASE):
         raise ValueError(f"expected a rate such as 600/minute, got {raw!r}")
     if value:
-        from limits import parse_many  # flask-limiter's own parser: what it accepts, we accept
+        from limits import parse_many  # the budgets' own parser: what it accepts, we accept
 
         try:
             parse_many(value)

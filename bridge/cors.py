@@ -157,6 +157,10 @@ class CorsPolicy:
         return frozenset(h.lower() for h in self.allow_headers)
 
     @cached_property
+    def expose_headers_lower(self) -> frozenset[str]:
+        return frozenset(h.lower() for h in self.expose_headers)
+
+    @cached_property
     def expose_headers_value(self) -> str:
         return ", ".join(self.expose_headers)
 
@@ -225,6 +229,7 @@ class PreflightVerdict:
     error: str | None = None  # an error code when refused; None when the preflight is answered
     message: str = ""
     headers_not_allowed: tuple[str, ...] = ()  # requested but not configured: the browser refuses
+    method_allowed: bool = True  # False: answered, but the browser refuses the method itself
 
     @property
     def granted(self) -> bool:
@@ -235,10 +240,12 @@ def preflight_verdict(policy: CorsPolicy, methods: frozenset[str], origin: str |
                       request_method: str, request_headers: str | None) -> PreflightVerdict:
     """Answer a preflight (Fetch standard, "CORS-preflight fetch") from configuration alone.
 
-    A refused preflight grants nothing: no Access-Control-* header at all. A preflight from an allowed
-    origin for a configured method is answered 204 with the configured methods and headers; requested
-    headers that are not configured are never echoed, so the browser itself refuses the request and
-    says which header it was.
+    A preflight from an origin that is not allowed, or one that is malformed, grants nothing: no
+    Access-Control-* header at all. A preflight from an allowed origin is answered 204 with the
+    grant and the configured methods and headers, whatever it asked for: a method or a header that
+    is not configured is never echoed, so the browser itself refuses the request and names the
+    method or header and the setting that left it out (a refusal without the grant would make it
+    blame the origin instead).
     """
     if not origin_allowed(policy, origin):
         return PreflightVerdict(403, (), "origin_not_allowed",
@@ -248,11 +255,6 @@ def preflight_verdict(policy: CorsPolicy, methods: frozenset[str], origin: str |
         return PreflightVerdict(400, (), "bad_preflight",
                                 "Access-Control-Request-Headers must be a comma-separated list of at "
                                 f"most {MAX_REQUEST_HEADERS} header names")
-    if request_method not in methods:
-        allow = ", ".join(sorted(methods))
-        return PreflightVerdict(405, (("Allow", allow),), "method_not_allowed",
-                                f"method {request_method} is not configured for this api; "
-                                f"allowed: {allow}")
     assert origin is not None  # origin_allowed() is False for None
     headers = grant_headers(policy, origin)
     headers = [h for h in headers if h[0] != "Access-Control-Expose-Headers"]
@@ -261,4 +263,5 @@ def preflight_verdict(policy: CorsPolicy, methods: frozenset[str], origin: str |
         headers.append(("Access-Control-Allow-Headers", ", ".join(policy.allow_headers)))
     headers.append(("Access-Control-Max-Age", str(policy.max_age)))
     missing = tuple(n for n in names if n not in policy.allow_headers_lower)
-    return PreflightVerdict(204, tuple(headers), headers_not_allowed=missing)
+    return PreflightVerdict(204, tuple(headers), headers_not_allowed=missing,
+                            method_allowed=request_method in methods)

@@ -114,13 +114,27 @@ class UpstreamTimeout(BridgeError):
     status, code = 504, "upstream_timeout"
 
 
+class NotFound(BridgeError):
+    status, code = 404, "not_found"
+
+
+class InternalError(BridgeError):
+    """A bug in the bridge: answered in the JSON shape, with the traceback in the log only."""
+
+    status, code = 500, "internal_error"
+
+
 def error_body(error: BridgeError) -> bytes:
     return json.dumps(error.body()).encode()
 
 
+def error_headers(error: BridgeError) -> list[tuple[str, str]]:
+    """The headers of every refusal: JSON, never stored, never sniffed into something that runs
+    (a JSON error on the JSONP path is loaded by a script tag), then the error's own."""
+    return [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"), *error.headers]
+
+
 def error_response(error: BridgeError) -> Response:
-    response = Response(error_body(error), status=error.status, mimetype="application/json")
-    for name, value in error.headers:
-        response.headers[name] = value
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    """The refusal as a Flask response, for the routes Flask serves."""
+    return Response(error_body(error), status=error.status, headers=error_headers(error))

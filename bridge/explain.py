@@ -450,9 +450,9 @@ def _preflight_step(answer: Observed, failure: CorsFailure | None) -> Step:
 def bridge_send(upstream: UpstreamConfig, origin: str) -> Send:
     """The network as the bridge's ``/cors/NAME/`` path would answer, without asking the upstream.
 
-    Mirrors ``views.cors_proxy``: a disallowed origin is refused 403 with no grant; a preflight is
-    answered by ``preflight_verdict``; a method that is not configured is refused 405 with the grant;
-    anything else goes to the upstream and comes back with ``grant_headers``.
+    Mirrors the proxy road (``proxy/road.py``): a disallowed origin is refused 403 with no grant; a
+    preflight is answered by ``preflight_verdict``; a method that is not configured is refused 405
+    with the grant; anything else goes to the upstream and comes back with ``grant_headers``.
     """
     policy = upstream.cors
 
@@ -472,7 +472,8 @@ def bridge_send(upstream: UpstreamConfig, origin: str) -> Send:
                 steps.append(Step("bridge", f"preflight method {method}", configured,
                                   f"{method} is configured (methods = {' '.join(sorted(upstream.methods))})"
                                   if configured else f"{method} is not in methods = "
-                                  f"{' '.join(sorted(upstream.methods))}: refused 405, with no grant"))
+                                  f"{' '.join(sorted(upstream.methods))}: answered with the grant and "
+                                  "the configured methods only, so the browser refuses the method"))
             if verdict.granted and names:
                 missing = verdict.headers_not_allowed
                 steps.append(Step("bridge", "preflight headers", not missing,

@@ -1,17 +1,17 @@
-"""The one road from a view to an upstream answer, shared by the CORS and JSONP paths.
+"""How an upstream answer is obtained for the proxy road, shared by the CORS and JSONP paths.
 
 ``Gateway.fetch`` takes a checked ``UpstreamRequest`` and returns an ``Answer``: the upstream's
 response plus what the cache says about it (``Cache-Status``, ``Age``). Both paths go through here, so
 they share one cache and one upstream client; neither knows how the answer was obtained. The steps are
 here (look up, wait for a fetch already under way, revalidate, serve stale on error, store); the rules
-they follow are the pure functions of ``cache.py``. Wrapping (CORS grants, JSONP scripts) happens in the
-views, per request, never in what is stored.
+they follow are the pure functions of ``cache.py``. Wrapping (CORS grants, JSONP scripts) happens on
+the road (``proxy/render.py``), per request, never in what is stored.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
@@ -29,6 +29,7 @@ from .cache import (
     not_modified,
     not_modified_response,
     remembered_primary_key,
+    remembered_variant_key,
     renewed_headers,
     response_vary,
     retention,
@@ -37,16 +38,10 @@ from .cache import (
     storable_lifetime,
     variant_key,
 )
-from .errors import BridgeError, UpstreamError, UpstreamTimeout
+from .errors import UpstreamError, UpstreamTimeout
 from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
-__all__ = ["CACHE_NAME", "FETCHED", "Answer", "Gateway"]
-
-# The WSGI environ key of what the hit path fetched for a plain GET it then left to the views
-# (hitpath.py): the Answer, or the BridgeError the fetch raised. The views carry on from it
-# (``Gateway.fetch_once``), so a request never asks its upstream twice.
-FETCHED = "bridge.fetched"
-
+__all__ = ["CACHE_NAME", "Answer", "Gateway"]
 
 @dataclass
 class Answer:
@@ -69,13 +64,14 @@ class Answer:
                     self._script_json = make(self.response.body)
         return self._script_json
 
-    def conditional(self, request_headers: Iterable[tuple[str, str]]) -> Answer:
+    def conditional(self, request_headers: list[tuple[str, str]]) -> Answer:
         """This answer, or its 304 when the client's If-None-Match / If-Modified-Since matches.
 
         Only cached answers are checked here: for the others the client's validators went to the
         upstream, which answered them itself.
         """
-        if self.entry is None or not not_modified(request_headers, self.response):
+        if not request_headers or self.entry is None or not not_modified(request_headers,
+                                                                          self.response):
             return self
         return Answer(not_modified_response(self.response), self.cache_status, self.age)
 
@@ -132,40 +128,13 @@ class Gateway:
         # What the fetcher got may not be shared (no-store, private, another variant): ask ourselves.
         return Answer(self.client.send(request), cache_status=status_forward(reason))
 
-    def fetch_once(self, environ: dict[str, object], request: UpstreamRequest) -> Answer:
-        """``fetch``, unless the hit path already fetched this request: then its answer or error."""
-        outcome = environ.pop(FETCHED, None)
-        if outcome is None:
-            return self.fetch(request)
-        if isinstance(outcome, BridgeError):
-            raise outcome
-        assert isinstance(outcome, Answer)
-        return outcome
-
-    def fresh_hit(self, request: UpstreamRequest) -> Answer | None:
-        """The answer to a plain GET when the cache holds a fresh entry for it, else None.
-
-        Counts nothing and asks no upstream: ``hitpath.py`` counts the hit once it serves it, and
-        hands every other request to the views, whose ``fetch`` decides it.
-        """
-        cache = self.cache
-        if (cache is None or request.upstream.ttl <= 0 or request.method != "GET"
-                or request.body is not None
-                or any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers)):
-            return None
-        _, _, key, entry, now = self._look_up(cache, request)
-        if entry is None or not entry.is_fresh(now):
-            return None
-        return self._entry_answer(entry, key, status_hit(entry.ttl(now)), now)
-
     @staticmethod
     def _look_up(cache: Cache, request: UpstreamRequest
                  ) -> tuple[str, tuple[str, ...] | None, str, CacheEntry | None, float]:
         """The request's primary key, the Vary stored for it, its variant key, entry and the time."""
-        primary = remembered_primary_key(request.upstream.name, request.path, request.query,
-                                         cache.callback_param)
+        primary = remembered_primary_key(request.upstream.name, request.path, request.query)
         vary = cache.store.get_vary(primary)
-        key = variant_key(primary, vary or (), request.headers)
+        key = remembered_variant_key(primary, vary or (), request.headers)
         return primary, vary, key, cache.store.get(key), cache.clock()
 
     def _entry_answer(self, entry: CacheEntry, key: str, status: str, now: float) -> Answer:

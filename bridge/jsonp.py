@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 
 from .errors import InvalidCallback, UpstreamInvalidJson
@@ -41,7 +42,8 @@ DANGEROUS_NAMES = frozenset("""
 """.split())
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*", re.ASCII)
 DEFAULT_MAX_LENGTH = 128
-CONTROL_PARAMS = frozenset({"_", "envelope"})  # plus the configured callback parameter
+# The JSONP path's own query parameters, with the configured callback parameter: never forwarded.
+CONTROL_PARAMS = frozenset({"_", "envelope"})
 
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                    "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -165,11 +167,15 @@ def jsonp_params(args: Mapping[str, list[str]], callback_param: str,
     return JsonpParams(check_callback(callbacks[0], max_length), envelope_text in {"1", "true"})
 
 
-def forwarded_query(pairs: Iterable[tuple[str, str]],
-                    callback_param: str) -> tuple[tuple[str, str], ...]:
-    """The query without the JSONP control parameters, which never reach the upstream."""
-    control = CONTROL_PARAMS | {callback_param}
-    return tuple((k, v) for k, v in pairs if k not in control)
+@lru_cache(maxsize=1024)
+def params_of(pairs: tuple[tuple[str, str], ...], callback_param: str,
+              max_length: int) -> JsonpParams:
+    """``jsonp_params`` of a query's decoded pairs, remembered for recent queries (a refusal is
+    raised, never remembered)."""
+    args: dict[str, list[str]] = {}
+    for key, value in pairs:
+        args.setdefault(key, []).append(value)
+    return jsonp_params(args, callback_param, max_length)
 
 
 def envelope(status: int, headers: Mapping[str, str], data_json: str) -> str:

@@ -86,7 +86,7 @@ def install(app: Flask) -> BridgeMetrics:
     """Create the app's metrics, feed them from the access log and the upstream client, serve them."""
     metrics = BridgeMetrics(os.environ.get(MULTIPROC_ENV) or None)
     app.extensions["bridge.metrics"] = metrics
-    app.extensions["bridge.access_listeners"].append(metrics.record_access)
+    app.extensions["bridge.access_recorder"].listeners.append(metrics.record_access)
     app.extensions["bridge.gateway"].client.observers.append(metrics.record_exchange)
     cache = app.extensions.get("bridge.cache")
     if cache is not None:

@@ -78,15 +78,6 @@ def new_request_id() -> str:
     return f"{_ids.prefix}{next(_ids.counter):016x}"
 
 
-def path_kind(blueprint: str | None, method: str, requests_method: bool) -> str:
-    """cors, preflight (an OPTIONS on /cors/ asking Access-Control-Request-Method), jsonp or other."""
-    if blueprint == "cors":
-        return "preflight" if method == "OPTIONS" and requests_method else "cors"
-    if blueprint == "jsonp":
-        return "jsonp"
-    return "other"
-
-
 @lru_cache(maxsize=256)  # a few hundred distinct values at most: the ttl is the only number in them
 def cache_outcome(cache_status: str | None) -> str:
     """hit, stale or miss from an RFC 9211 ``Cache-Status`` value; "" when there is none."""
@@ -130,37 +121,6 @@ def access_line(record: AccessRecord) -> str:
             + ',"duration":' + float.__repr__(round(record.duration, 6))
             + ',"request_id":' + _json_string(record.request_id)
             + ',"error":' + _json_string(record.error) + "}")
-
-
-# The WSGI environ keys of a request the hit path began (id given, perhaps sent upstream) and then
-# left to the views (hitpath.py): the access record keeps its id and counts its time from the start.
-HANDED_REQUEST_ID = "bridge.request_id"
-HANDED_STARTED = "bridge.started"
-
-
-def current_request_id() -> str | None:
-    """The id of the request being served, for code that forwards it (views, gateway)."""
-    rid: str | None = g.get("request_id")
-    return rid
-
-
-def _error_code(response: Response) -> str:
-    """The ``error`` code of a bridge refusal; read only from small JSON error bodies."""
-    if response.status_code < 400 or response.is_streamed:
-        return ""
-    return error_code_of(response.status_code, response.mimetype, response.get_data())
-
-
-def error_code_of(status: int, mimetype: str | None, body: bytes) -> str:
-    """The ``error`` member of a JSON answer of status 400 or more, else ""."""
-    if status < 400 or mimetype != "application/json":
-        return ""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return ""
-    code = document.get("error") if isinstance(document, dict) else None
-    return code if isinstance(code, str) else ""
 
 
 class _BareLines(logging.StreamHandler):
@@ -253,19 +213,16 @@ class Recorder:
             _log_line(self.logger, access_line(record))
 
 
-def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listener]:
-    """Give every request of ``app`` an id and an access record; returns the listener list to extend."""
-    all_listeners: list[Listener] = list(listeners or [])
-    logger = _access_logger()
-    recorder = Recorder(all_listeners, logger)
-    upstream_names = frozenset(app.extensions["bridge.config"].upstreams)
+ERROR_CODE = "bridge.error_code"  # where a Flask route's error handler leaves the refusal's code
+
+
+def install(app: Flask, listeners: list[Listener] | None = None) -> Recorder:
+    """Give every request Flask serves an id and an access record (the proxy road records its own
+    through the same ``Recorder``); returns the recorder, whose listener list may be extended."""
+    recorder = Recorder(list(listeners or []), _access_logger())
 
     @app.before_request
     def start_request() -> None:
-        environ = request.environ
-        if HANDED_REQUEST_ID in environ:  # begun by the hit path, which already gave it its id
-            g.started, g.request_id = environ[HANDED_STARTED], environ[HANDED_REQUEST_ID]
-            return
         g.started = time.perf_counter()
         g.request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
 
@@ -273,21 +230,11 @@ def install(app: Flask, listeners: list[Listener] | None = None) -> list[Listene
     def finish_request(response: Response) -> Response:
         request_id = g.get("request_id") or new_request_id()
         response.headers[REQUEST_ID_HEADER] = request_id
-        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not six
-        name = (req.view_args or {}).get("name", "")
-        record = AccessRecord(
-            method=req.method,
-            kind=path_kind(req.blueprint, req.method, "Access-Control-Request-Method" in req.headers),
-            upstream=name if name in upstream_names else "",
-            status=response.status_code,
-            cache=cache_outcome(own_cache_status(response.headers.getlist("Cache-Status"))),
-            duration=time.perf_counter() - g.get("started", time.perf_counter()),
-            request_id=request_id,
-            error=_error_code(response),
-        )
-        recorder.record(record)
+        recorder.record(AccessRecord(
+            method=request.method, kind="other", upstream="", status=response.status_code,
+            cache="", duration=time.perf_counter() - g.get("started", time.perf_counter()),
+            request_id=request_id, error=g.get(ERROR_CODE, "")))
         return response
 
-    app.extensions["bridge.access_listeners"] = all_listeners
     app.extensions["bridge.access_recorder"] = recorder
-    return all_listeners
+    return recorder

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from certifi import where as ca_bundle
 
@@ -70,7 +70,7 @@ class UpstreamRequest:
     upstream: UpstreamConfig
     method: str
     path: str  # percent-encoded, relative to the upstream's base, already checked by split_rest
-    query: tuple[tuple[str, str], ...] = ()
+    query: str = ""  # the raw query string, as forwarded (proxy/forward.py)
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     # Sent as X-Request-ID so upstream logs can be joined with the bridge's; left out of equality and
@@ -168,20 +168,34 @@ def checked_path(raw_rest: str) -> str:
     return _remembered_path(raw_rest)
 
 
-def upstream_url(base: str, path: str, query: Iterable[tuple[str, str]] = ()) -> str:
+def upstream_url(base: str, path: str, query: str = "") -> str:
     """Join an encoded relative ``path`` below ``base`` and check the result is still below it."""
     url = base + path
     parts, base_parts = urlsplit(url), urlsplit(base)
     if (parts.scheme, parts.netloc) != (base_parts.scheme, base_parts.netloc) or \
             not parts.path.startswith(base_parts.path):
         raise InvalidPath("path leaves the api's base url")
-    query_text = urlencode(list(query), quote_via=quote, safe="")
-    return url + ("?" + query_text if query_text else "")
+    return url + ("?" + query if query else "")
+
+
+def redirect_target(url: str, location: str) -> str | None:
+    """The absolute url a Location points to from ``url``, or None when it does not parse (an
+    invalid IPv6 literal such as ``http://[foo]/``, a port that is not a number)."""
+    try:
+        target = urljoin(url, location)
+        urlsplit(target).port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    return target
 
 
 def within_base(base: str, url: str) -> bool:
     """Whether an absolute url (a redirect target) stays at the base's origin and below its path."""
-    parts, base_parts = urlsplit(url), urlsplit(base)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    base_parts = urlsplit(base)
     if (parts.scheme, parts.netloc.lower()) != (base_parts.scheme, base_parts.netloc.lower()):
         return False
     rest = parts.path[len(base_parts.path):] if parts.path.startswith(base_parts.path) else None
@@ -199,23 +213,6 @@ def connection_tokens(pairs: Iterable[tuple[str, str]]) -> set[str]:
     return {token.strip().lower()
             for name, value in pairs if name.lower() == "connection"
             for token in value.split(",")}
-
-
-def forward_request_headers(incoming: Iterable[tuple[str, str]],
-                            upstream: UpstreamConfig) -> tuple[tuple[str, str], ...]:
-    """The browser's headers that reach the upstream: an allowlist, never credentials or hop-by-hop.
-
-    Headers named in the client's Connection header are hop-by-hop for this request (RFC 9110
-    section 7.6.1) and are dropped too. The upstream's configured headers are added last and win.
-    """
-    pairs = list(incoming)
-    connection_named = connection_tokens(pairs)
-    allowed = set(FORWARDED_REQUEST_HEADERS) | {h.lower() for h in upstream.forward_headers}
-    allowed -= NEVER_FORWARDED | HOP_BY_HOP | connection_named
-    configured = {name.lower() for name, _ in upstream.headers}
-    forwarded = [(name, value) for name, value in pairs
-                 if name.lower() in allowed and name.lower() not in configured]
-    return tuple(forwarded) + upstream.headers
 
 
 def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -395,7 +392,11 @@ class UpstreamClient:
             if location is None:
                 return UpstreamResponse(status, filter_response_headers(headers), content,
                                         time.monotonic() - started)
-            target = urljoin(url, location)
+            target = redirect_target(url, location)
+            if target is None:
+                raise UpstreamRedirect(f"upstream {upstream.name!r} redirected to a Location that is "
+                                       "not a valid url; the bridge only follows redirects below "
+                                       "the configured url")
             if not within_base(upstream.url, target):
                 raise UpstreamRedirect(f"upstream {upstream.name!r} redirected outside its base url; "
                                        "the bridge only follows redirects below the configured url")

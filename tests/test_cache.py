@@ -154,6 +154,8 @@ def test_jsonp_then_cors_is_one_upstream_request(bridge_: Bridge, upstream: Upst
 
 
 def test_callbacks_and_cache_busters_share_one_entry(bridge_: Bridge, upstream: UpstreamServer) -> None:
+    """The JSONP path's control parameters never reach the upstream, so they never split the
+    entry; the CORS path forwards its query as sent, so it shares the entry when it asks the same."""
     upstream.route("/items", Reply(200, {"ok": True}))
     for index in range(20):
         envelope = "&envelope=1" if index % 2 else ""
@@ -161,8 +163,19 @@ def test_callbacks_and_cache_busters_share_one_entry(bridge_: Bridge, upstream: 
                                       f"{envelope}")
         assert response.status_code == 200
         assert response.get_data(as_text=True).startswith(f"/**/cb{index}(")
-    assert bridge_.client.get("/cors/api/items?a=1&b=2&_=5").status_code == 200
+    assert cache_status(bridge_.client.get("/cors/api/items?b=2&a=1")).startswith("jsonp-cors-bridge; hit")
     assert upstream.count("/items") == 1
+    assert [s.raw_path for s in upstream.seen] == ["/items?b=2&a=1"]
+
+
+def test_what_the_cors_path_forwards_is_what_it_keys(bridge_: Bridge, upstream: UpstreamServer) -> None:
+    """A query the upstream sees differently is another entry: other order, a cache buster, a
+    callback (which an upstream may answer as JSONP itself)."""
+    upstream.route("/items", lambda seen: Reply(200, {"query": seen.raw_path}))
+    for query in ("a=1&b=2", "b=2&a=1", "a=1&b=2&_=5", "a=1&b=2&callback=x", "a=1&b=2"):
+        bridge_.client.get(f"/cors/api/items?{query}")
+    assert [s.raw_path for s in upstream.seen] == ["/items?a=1&b=2", "/items?b=2&a=1",
+                                                   "/items?a=1&b=2&_=5", "/items?a=1&b=2&callback=x"]
 
 
 def test_a_different_query_or_accept_is_another_entry(bridge_: Bridge, upstream: UpstreamServer) -> None:

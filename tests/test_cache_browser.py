@@ -26,7 +26,9 @@ def test_fetch_then_script_tag_share_one_entry(page, page_origin: str,  # type: 
         script.src = url;
         script.onerror = () => reject(new Error('script failed'));
         document.head.appendChild(script);
-    })""", f"{live_bridge.url}/jsonp/api/shared?a=1&b=2&callback=cb&_=1700000000")
+    })""", f"{live_bridge.url}/jsonp/api/shared?b=2&callback=cb&a=1&_=1700000000")
     assert loaded == {"shared": [1, 2]}
     assert upstream.count("/shared") == 1
-    assert upstream.last().headers["accept"] == "*/*"  # the fetch asked; the script tag was a hit
+    # The fetch asked (its */* sent as the JSON it takes); the script tag was a hit.
+    assert upstream.last().headers["accept"] == "application/json"
+    assert upstream.last().raw_path == "/shared?b=2&a=1"

@@ -73,18 +73,27 @@ def test_preflight_is_answered_by_the_bridge(client: FlaskClient, upstream: Upst
     assert upstream.count() == 0
 
 
-@pytest.mark.parametrize(("origin", "method", "status"), [
-    (EVIL, "GET", 403), (ALLOWED, "DELETE", 405), (ALLOWED, "PATCH", 405)],
-    ids=["origin", "method-delete", "method-patch"])
-def test_refused_preflight_grants_nothing(client: FlaskClient, upstream: UpstreamServer, origin: str,
-                                          method: str, status: int) -> None:
-    response = client.options("/cors/api/x", headers={"Origin": origin,
-                                                      "Access-Control-Request-Method": method})
-    assert response.status_code == status
+def test_refused_preflight_grants_nothing(client: FlaskClient, upstream: UpstreamServer) -> None:
+    response = client.options("/cors/api/x", headers={"Origin": EVIL,
+                                                      "Access-Control-Request-Method": "GET"})
+    assert response.status_code == 403
     assert cors_headers(response) == {}
-    assert response.get_json()["error"] in {"origin_not_allowed", "method_not_allowed"}
-    if status == 405:
-        assert response.headers["Allow"] == "GET, HEAD, POST, PUT"
+    assert response.get_json()["error"] == "origin_not_allowed"
+    assert upstream.count() == 0
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+def test_a_preflight_for_a_method_not_configured_names_the_method(
+        client: FlaskClient, upstream: UpstreamServer, method: str) -> None:
+    """Answered with the grant and the configured methods (never the one asked for), so the
+    browser refuses it itself with "Method DELETE is not allowed by Access-Control-Allow-Methods",
+    not with a missing Access-Control-Allow-Origin that would blame the origin."""
+    response = client.options("/cors/api/x", headers={"Origin": ALLOWED,
+                                                      "Access-Control-Request-Method": method})
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, HEAD, POST, PUT"
+    assert method not in response.headers["Access-Control-Allow-Methods"]
     assert upstream.count() == 0
 
 

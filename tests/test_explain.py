@@ -186,8 +186,7 @@ def explain(client: FlaskClient, **params: str) -> dict:
      "Request header field x-other is not allowed by Access-Control-Allow-Headers in preflight "
      "response."),
     ({"api": "api", "origin": ALLOWED, "method": "DELETE"}, False, True,
-     "Response to preflight request doesn't pass access control check: No "
-     "'Access-Control-Allow-Origin' header is present on the requested resource."),
+     "Method DELETE is not allowed by Access-Control-Allow-Methods in preflight response."),
     ({"api": "api", "origin": "https://evil.example", "method": "PUT"}, False, True,
      "Response to preflight request doesn't pass access control check: No "
      "'Access-Control-Allow-Origin' header is present on the requested resource."),

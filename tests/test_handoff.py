@@ -114,7 +114,7 @@ def test_a_worker_that_comes_after_the_fetch_takes_the_handed_over_entry(
 
     def worker() -> Flask:
         store = MemoryStore(1 << 20, handoff=WorkerHandoff(shared.path))
-        return create_app(config, cache=Cache(config.cache, store, callback_param="callback"))
+        return create_app(config, cache=Cache(config.cache, store))
 
     first, second = worker(), worker()
     assert "stored" in first.test_client().get("/cors/api/w").headers["Cache-Status"]

@@ -12,7 +12,6 @@ from bridge.errors import InvalidCallback, UpstreamInvalidJson
 from bridge.jsonp import (
     callback_problem,
     envelope,
-    forwarded_query,
     json_depth,
     jsonp_params,
     nests_deeper_than,
@@ -106,11 +105,6 @@ def test_control_parameter_errors(args: dict[str, list[str]], code: str) -> None
     with pytest.raises(InvalidCallback) as caught:
         jsonp_params(args, "callback", 128)
     assert caught.value.code == code
-
-
-def test_control_parameters_are_not_forwarded() -> None:
-    pairs = [("q", "1"), ("cb", "x"), ("_", "123"), ("envelope", "1"), ("callback", "keep")]
-    assert forwarded_query(pairs, "cb") == (("q", "1"), ("callback", "keep"))
 
 
 def test_escaping_is_byte_exact() -> None:

@@ -169,7 +169,7 @@ def test_instances_share_one_budget_through_redis(make_app: Callable[..., Flask]
                                                   redis_url: str) -> None:
     extra = f"[cache]\nbackend = {redis_url}\n{LIMIT3}"
     one, two = make_app(extra), make_app(extra)
-    one.extensions["bridge.limiter"].reset()
+    one.extensions["bridge.budget"].reset()
     clients = [one.test_client(), two.test_client()]
     statuses = [clients[i % 2].get("/cors/api/").status_code for i in range(4)]
     assert statuses == [200, 200, 200, 429]

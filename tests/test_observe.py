@@ -18,8 +18,6 @@ from bridge.observe import (
     accepted_request_id,
     cache_outcome,
     new_request_id,
-    own_cache_status,
-    path_kind,
 )
 from tests.forking import in_forked_child
 from tests.upstream_server import Reply, UpstreamServer
@@ -121,14 +119,6 @@ def test_accepted_request_id(value: str | None, expected: str | None) -> None:
     assert accepted_request_id(value) == expected
 
 
-@pytest.mark.parametrize("blueprint, method, asks, kind", [
-    ("cors", "GET", False, "cors"), ("cors", "OPTIONS", True, "preflight"),
-    ("cors", "OPTIONS", False, "cors"), ("jsonp", "GET", False, "jsonp"), (None, "GET", False, "other"),
-], ids=["cors", "preflight", "plain-options", "jsonp", "core"])
-def test_path_kind(blueprint: str | None, method: str, asks: bool, kind: str) -> None:
-    assert path_kind(blueprint, method, asks) == kind
-
-
 @pytest.mark.parametrize("value, outcome", [
     (None, ""), ("jsonp-cors-bridge; hit", "hit"), ("jsonp-cors-bridge; hit; ttl=30", "hit"),
     ("jsonp-cors-bridge; fwd=uri-miss", "miss"), ("jsonp-cors-bridge; fwd=stale", "miss"),
@@ -139,26 +129,15 @@ def test_cache_outcome(value: str | None, outcome: str) -> None:
     assert cache_outcome(value) == outcome
 
 
-@pytest.mark.parametrize("values, member", [
-    ([], None), (["jsonp-cors-bridge; hit"], "jsonp-cors-bridge; hit"),
-    (["upstream-cache; hit", "jsonp-cors-bridge; fwd=bypass"], "jsonp-cors-bridge; fwd=bypass"),
-    (["upstream-cache; hit, jsonp-cors-bridge; fwd=uri-miss"], "jsonp-cors-bridge; fwd=uri-miss"),
-    (["upstream-cache; hit"], None), (["jsonp-cors-bridge-evil; hit"], None),
-], ids=["none", "ours", "after-the-upstreams", "one-line-list", "only-the-upstreams", "prefix-name"])
-def test_own_cache_status(values: list[str], member: str | None) -> None:
-    assert own_cache_status(values) == member
-
-
-@pytest.mark.parametrize("hit_path", [True, False], ids=["hit-path", "views"])
 def test_an_upstream_caches_hit_is_not_the_bridges(make_config: Callable[..., Config],
-                                                   upstream: UpstreamServer, hit_path: bool) -> None:
+                                                   upstream: UpstreamServer) -> None:
     """The access record (and the metrics made from it) says what the bridge did: an upstream that
     answers from a cache of its own is still a trip upstream, a miss, on an upstream never cached."""
     upstream.route("/c", Reply(200, {"c": 1}, {"Content-Type": "application/json",
                                                "Cache-Status": "upstream-cache; hit"}))
-    app = create_app(make_config(upstream_extra="ttl = 0"), hit_path=hit_path)
+    app = create_app(make_config(upstream_extra="ttl = 0"))
     records: list[AccessRecord] = []
-    app.extensions["bridge.access_listeners"].append(records.append)
+    app.extensions["bridge.access_recorder"].listeners.append(records.append)
     for url in ("/cors/api/c", "/jsonp/api/c?callback=cb"):
         answer = app.test_client().get(url)
         assert answer.headers.getlist("Cache-Status") == ["upstream-cache; hit",

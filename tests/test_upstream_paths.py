@@ -8,12 +8,13 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.errors import InvalidPath, UpstreamRedirect
+from bridge.proxy.forward import HeaderRule, forwarded_headers
+from bridge.proxy.request import header_key
 from bridge.upstream import (
     USER_AGENT,
     UpstreamClient,
     encode_rest,
     filter_response_headers,
-    forward_request_headers,
     request_headers,
     split_rest,
     upstream_url,
@@ -72,8 +73,9 @@ def test_paths_join_below_the_base(rest: str, url: str | None) -> None:
     assert upstream_url(BASE, encode_rest(split_rest(rest))) == url
 
 
-def test_query_is_reencoded() -> None:
-    assert upstream_url(BASE, "x", [("q", "a b&c"), ("n", "1")]) == BASE + "x?q=a%20b%26c&n=1"
+def test_the_query_is_joined_as_it_is() -> None:
+    assert upstream_url(BASE, "x", "q=a+b%26c&n=1&flag") == BASE + "x?q=a+b%26c&n=1&flag"
+    assert upstream_url(BASE, "x", "") == BASE + "x"
 
 
 @pytest.mark.parametrize(("target", "inside"), [
@@ -98,8 +100,10 @@ def test_request_headers_are_an_allowlist() -> None:
                 ("Connection", "keep-alive, Accept-Language"), ("Accept-Language", "fr"),
                 ("Keep-Alive", "5"), ("X-Trace", "t1"), ("X-Other", "o"), ("X-Api-Key", "forged"),
                 ("Origin", "https://a.com"), ("Host", "evil.com"), ("X-Forwarded-Host", "evil.com")]
-    forwarded = forward_request_headers(incoming, UPSTREAM)
-    assert forwarded == (("Accept", "application/json"), ("X-Trace", "t1"), ("X-Api-Key", "k"))
+    environ = {header_key(name): value for name, value in incoming}
+    for jsonp in (False, True):
+        forwarded = forwarded_headers(environ, HeaderRule.of(UPSTREAM), jsonp)
+        assert forwarded == (("Accept", "application/json"), ("X-Trace", "t1"), ("X-Api-Key", "k"))
 
 
 def test_response_headers_drop_hop_by_hop_cookies_and_cors() -> None:

@@ -1,0 +1,151 @@
+"""A request to ``/cors/`` or ``/jsonp/`` as the road reads it, once, from the WSGI environ.
+
+``ProxyRequest.read`` takes the path and query as the client sent them (the raw request target, still
+percent-encoded: werkzeug's ``PATH_INFO`` is decoded, which would turn ``%2F`` into a separator), the
+method, the client's address (after ``ProxyFix``, when the bridge trusts proxies) and the headers
+straight from the environ. ``shape_problem`` is the check that runs before anything else, on every
+route of the bridge: a request too long or too odd to be a browser's. This module reads and checks;
+it decides nothing about CORS, JSONP, budgets or upstreams.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from ..errors import BadRequest, BridgeError, HeadersTooLarge, InvalidPath, UriTooLong
+
+# Browsers send a few dozen headers of a few KiB at most; gunicorn's own limits (app.py) sit above
+# these, so that what reaches the app is refused in the bridge's JSON shape.
+MAX_HEADER_COUNT = 64
+MAX_HEADER_BYTES = 16 * 1024
+# C0 controls and DEL: CR/LF split headers and logs, NUL truncates strings in C code downstream.
+_CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F))
+_CONTROL_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def has_control(text: str) -> bool:
+    return not _CONTROL.isdisjoint(text)
+
+
+def raw_target(environ: dict[str, Any]) -> tuple[str, str]:
+    """The request's path as the client sent it (percent-encoded, below ``SCRIPT_NAME``) and its
+    query string, from gunicorn's ``RAW_URI`` or werkzeug's ``REQUEST_URI``; rebuilt from the decoded
+    ``PATH_INFO`` only when a server gives neither."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    query: str = environ.get("QUERY_STRING", "")
+    if not raw:
+        return quote(environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~%"), query
+    if raw.startswith("/"):
+        path = raw.partition("?")[0]
+    else:  # absolute-form request target: GET http://host/cors/... HTTP/1.1
+        path = urlsplit(raw).path
+    root: str = environ.get("SCRIPT_NAME", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path, query
+
+
+def header_key(name: str) -> str:
+    """The WSGI environ key of a request header (``Content-Type`` has no ``HTTP_`` prefix)."""
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+def shape_problem(environ: dict[str, Any], max_url_length: int,
+                  callback_param: str | None = None) -> BridgeError | None:
+    """The refusal for a request too long or too odd to be a browser's, or None. Every route asks
+    it first, so junk costs no budget and reaches no policy. ``callback_param`` is the JSONP
+    callback's name on the JSONP path, whose own grammar refuses it with a more precise message."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    path, query = raw_target(environ)
+    length = len(raw) if raw else len(path) + (len(query) + 1 if query else 0)
+    if length > max_url_length:
+        return UriTooLong(f"the url is {length} characters long; the limit is {max_url_length}")
+    headers = [(key, value) for key, value in environ.items() if key[:5] == "HTTP_"]
+    if len(headers) > MAX_HEADER_COUNT:
+        return HeadersTooLarge(f"more than {MAX_HEADER_COUNT} request headers")
+    if sum(len(key) + len(value) for key, value in headers) > MAX_HEADER_BYTES:
+        return HeadersTooLarge(f"the request headers are over {MAX_HEADER_BYTES} bytes")
+    # One pass over every value at once (a tab joins them: it is the one control a value may hold).
+    if _CONTROL_CHAR.search("\t".join(value for _, value in headers)):
+        key = next(key for key, value in headers if has_control(value))
+        name = key[5:].replace("_", "-").title()
+        return BadRequest(f"the {name} header contains a control character")
+    decoded = environ.get("PATH_INFO", "")
+    # Routing would fail a decoded newline as a bare 404, or merge "//" and redirect.
+    if "//" in path or "//" in decoded or has_control(decoded):
+        return InvalidPath("the path has an empty segment ('//') or a control character")
+    if query and any(has_control(k) or (has_control(v) and k != callback_param)
+                     for k, v in parse_query(query)):
+        return BadRequest("a query parameter contains a control character (such as %00, %0A or %0D)")
+    return None
+
+
+QUERY_MEMO_CHARS = 512  # longer queries are parsed every time, so made-up ones cannot fill memory
+
+
+@lru_cache(maxsize=1024)
+def _remembered_query(query: str) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_qsl(query, keep_blank_values=True, errors="replace"))
+
+
+def parse_query(query: str) -> tuple[tuple[str, str], ...]:
+    """The query's parameters, decoded as browsers and werkzeug encode them (``+`` is a space);
+    remembered for recent short queries, since a page asks the same url again and again."""
+    if len(query) > QUERY_MEMO_CHARS:
+        return tuple(parse_qsl(query, keep_blank_values=True, errors="replace"))
+    return _remembered_query(query)
+
+
+@dataclass
+class ProxyRequest:
+    """What the road knows of a request before any policy: where it goes and what it carries."""
+
+    environ: dict[str, Any]
+    kind: str  # "cors" or "jsonp"
+    method: str
+    name: str  # the upstream's name as given, decoded; "" for /KIND/ alone
+    rest: str | None  # the raw REST of /KIND/NAME/REST; None when NAME ends the path (no slash)
+    query: str  # the raw query string, exactly as sent
+
+    @classmethod
+    def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
+        path, query = raw_target(environ)
+        after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
+        name, slash, rest = after.partition("/")
+        return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"),
+                   unquote(name) if "%" in name else name, rest if slash else None, query)
+
+    def header(self, key: str) -> str | None:
+        """A request header by its environ key (``HTTP_ORIGIN``)."""
+        value: str | None = self.environ.get(key)
+        return value
+
+    @property
+    def client(self) -> str:
+        """The address budgets are kept for: the socket's, or what ProxyFix took from the
+        trusted proxies."""
+        return str(self.environ.get("REMOTE_ADDR") or "unknown")
+
+    @property
+    def is_preflight(self) -> bool:
+        return self.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in self.environ
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return parse_query(self.query) if self.query else ()
+
+    def origin(self) -> str | None:
+        """The one Origin of the request, or None; BadRequest when it came more than once.
+
+        WSGI servers join a repeated header with commas into one value, and no serialised origin
+        contains a comma: either way the client sent Origin more than once.
+        """
+        origin = self.header("HTTP_ORIGIN")
+        if origin is not None and "," in origin:
+            raise BadRequest("more than one Origin header; send exactly one")
+        return origin
