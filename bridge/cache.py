@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
@@ -31,7 +31,13 @@ import cachetools
 
 from .config import CacheConfig, Config
 from .handoff import WorkerHandoff
-from .upstream import FORWARDED_REQUEST_HEADERS, HOP_BY_HOP, NEVER_FORWARDED, UpstreamResponse
+from .upstream import (
+    FORWARDED_REQUEST_HEADERS,
+    HOP_BY_HOP,
+    NEVER_FORWARDED,
+    UpstreamRequest,
+    UpstreamResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,26 @@ def remembered_primary_key(upstream: str, path: str, query: str) -> str:
     if len(path) + len(query) > KEY_MEMO_CHARS:
         return primary_key(upstream, path, query)
     return _remembered_primary_key(upstream, path, query)
+
+
+def bypass_reason(request: UpstreamRequest) -> str | None:
+    """Why the cache stays out of this request (``fwd=method``: not a bodiless GET or HEAD;
+    ``fwd=bypass``: the upstream's ttl is 0), or None when the cache answers it."""
+    if request.method not in ("GET", "HEAD") or request.body is not None:
+        return "method"
+    if request.upstream.ttl <= 0:
+        return "bypass"
+    return None
+
+
+def as_cached(request: UpstreamRequest) -> UpstreamRequest:
+    """The request as the cache sends it upstream, and keys it: without the client's validators,
+    which the cache answers from the entry (sent upstream they could only earn a 304 there is
+    nothing to store from)."""
+    if not any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
+        return request
+    return replace(request, headers=tuple((k, v) for k, v in request.headers
+                                          if k.lower() not in CONDITIONAL_HEADERS))
 
 
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> str:

@@ -17,11 +17,12 @@ from threading import Lock
 
 from .cache import (
     CACHE_NAME,
-    CONDITIONAL_HEADERS,
     LOCK_POLL,
     STALE_IF_ERROR_STATUSES,
     Cache,
     CacheEntry,
+    as_cached,
+    bypass_reason,
     conditional_headers,
     has_validator,
     may_share,
@@ -92,15 +93,10 @@ class Gateway:
 
     def fetch(self, request: UpstreamRequest) -> Answer:
         cache = self.cache
-        if request.method not in ("GET", "HEAD") or request.body is not None:
-            return Answer(self.client.send(request), cache_status=status_forward("method"))
-        if cache is None or request.upstream.ttl <= 0:
-            return Answer(self.client.send(request), cache_status=status_forward("bypass"))
-        # The client's validators are answered from the entry (Answer.conditional); sent upstream
-        # they could only earn a 304 there is nothing to store from.
-        if any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
-            request = replace(request, headers=tuple(
-                (k, v) for k, v in request.headers if k.lower() not in CONDITIONAL_HEADERS))
+        bypass = bypass_reason(request) or (None if cache is not None else "bypass")
+        if bypass is not None or cache is None:
+            return Answer(self.client.send(request), cache_status=status_forward(bypass or "bypass"))
+        request = as_cached(request)  # the client's validators are answered from the entry
         primary, vary, key, entry, now = self._look_up(cache, request)
         if entry is not None and entry.is_fresh(now):
             cache.event("hit")

@@ -23,10 +23,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bridge.cache import as_cached, header_values, primary_key, variant_key
+from bridge.config import parse_config
 from bridge.cors import CorsPolicy, origin_allowed, parse_origin, parse_origin_pattern
 from bridge.errors import InvalidPath
 from bridge.jsonp import callback_is_valid
-from bridge.proxy.forward import forwarded_query
+from bridge.proxy.forward import HeaderRule, forwarded_query, forwarded_request
 from bridge.upstream import encode_rest, split_rest, upstream_url
 
 # --- callbacks ---
@@ -220,3 +222,73 @@ def test_no_request_gets_a_500(client, upstream, method: str, path: str,  # type
         response.status_code, response.get_data(as_text=True)[:300])
     if response.status_code >= 400 and method != "HEAD" and response.mimetype == "application/json":
         assert set(response.get_json()) == {"error", "message"}
+
+
+# --- the cache key is the forwarded request ---
+
+KEY_CONFIG = parse_config("[upstream:api]\nurl = http://127.0.0.1:9/v1/\nforward_headers = X-Trace\n"
+                          "headers = X-Api-Key: k\n", "t.ini", env={})
+KEY_UPSTREAM = KEY_CONFIG.upstreams["api"]
+KEY_RULE = HeaderRule.of(KEY_UPSTREAM)
+query_name = st.sampled_from(["a", "b", "q", "A", "callback", "_", "envelope", "cb", "%61", "a+b", "a%20b",
+                              "%zz", "%", "x%2Fy", "", "caf%C3%A9", "%E2%82%AC"])
+query_value = st.sampled_from(["", "1", "2", "a+b", "a%20b", "%zz", "%2B", "%26", "x=y", "cb1", "cb2"])
+query_piece = st.one_of(query_name, st.builds(lambda k, v: f"{k}={v}", query_name, query_value))
+header_values_ = {
+    "HTTP_ACCEPT": st.sampled_from([None, "*/*", "application/json", "application/json, text/plain, */*",
+                                    "application/xml", "text/html,*/*;q=0.8", "image/png"]),
+    "HTTP_ACCEPT_LANGUAGE": st.sampled_from([None, "fr", "de", "fr, de;q=0.5"]),
+    "HTTP_X_TRACE": st.sampled_from([None, "t1", "t2"]),
+    "HTTP_IF_NONE_MATCH": st.sampled_from([None, '"v1"', '"v2"']),
+    "HTTP_ORIGIN": st.sampled_from([None, "https://a.example", "https://b.example"]),
+    "HTTP_COOKIE": st.sampled_from([None, "s=1"]),
+    "HTTP_X_API_KEY": st.sampled_from([None, "forged"]),
+}
+client_request = st.fixed_dictionaries({
+    "jsonp": st.booleans(),
+    "method": st.sampled_from(["GET", "HEAD"]),
+    "rest": st.sampled_from(["items", "items/1", "items/", "caf%C3%A9", "a%20b", "A"]),
+    "query": st.lists(query_piece, max_size=6).map("&".join),
+    "headers": st.fixed_dictionaries(header_values_),
+})
+
+
+def forwarded_and_key(req: dict[str, object], vary: tuple[str, ...]) -> tuple[object, str]:
+    environ = {k: v for k, v in req["headers"].items() if v is not None}  # type: ignore[attr-defined]
+    forwarded = as_cached(forwarded_request(
+        KEY_UPSTREAM, KEY_RULE, method="GET" if req["jsonp"] else str(req["method"]),
+        rest=str(req["rest"]), query=str(req["query"]), environ=environ,
+        jsonp_callback_param="callback" if req["jsonp"] else None, body=None, request_id="id"))
+    primary = primary_key(KEY_UPSTREAM.name, forwarded.path, forwarded.query)
+    return forwarded, variant_key(primary, vary, forwarded.headers)
+
+
+def sent_alike(one: object, other: object, vary: tuple[str, ...]) -> bool:
+    """What the upstream could tell apart: the url byte for byte, the method class (HEAD is served
+    from GET), Accept and every header the stored Vary names."""
+    def seen(request: object) -> tuple[object, ...]:
+        headers = request.headers  # type: ignore[attr-defined]
+        return (request.url, tuple(  # type: ignore[attr-defined]
+            header_values(headers, name) for name in sorted({"accept", *vary})))
+    return seen(one) == seen(other)
+
+
+@given(st.data(), st.lists(st.sampled_from(["accept-language", "x-trace", "accept", "x-api-key"]),
+                           unique=True, max_size=3).map(tuple))
+@settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])
+def test_two_requests_share_a_key_exactly_when_they_are_forwarded_alike(
+        data: st.DataObject, vary: tuple[str, ...]) -> None:
+    """Whatever the two requests (either path, control parameters anywhere, repeated and valueless
+    names, odd percent-encodings, any Accept), the key is the forwarded request: equal keys mean
+    the upstream was asked the same, and the same request always finds its entry."""
+    one = data.draw(client_request)
+    other = data.draw(st.one_of(client_request, st.builds(
+        lambda jsonp, extra, headers: {**one, "jsonp": jsonp,
+                                       "query": "&".join(p for p in (one["query"], extra) if p),
+                                       "headers": {**one["headers"], **headers}},  # type: ignore[dict-item]
+        st.booleans(), st.sampled_from(["", "callback=cb9", "_=17", "envelope=1", "a=1"]),
+        st.fixed_dictionaries({}, optional=header_values_))))
+    sent_one, key_one = forwarded_and_key(one, vary)
+    sent_other, key_other = forwarded_and_key(other, vary)
+    assert (key_one == key_other) == sent_alike(sent_one, sent_other, vary)
+    assert "callback=" not in sent_one.query or not one["jsonp"]  # type: ignore[attr-defined]
