@@ -11,7 +11,7 @@ the road (``proxy/render.py``), per request, never in what is stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
@@ -65,7 +65,7 @@ class Answer:
                     self._script_json = make(self.response.body)
         return self._script_json
 
-    def conditional(self, request_headers: list[tuple[str, str]]) -> Answer:
+    def conditional(self, request_headers: Sequence[tuple[str, str]]) -> Answer:
         """This answer, or its 304 when the client's If-None-Match / If-Modified-Since matches.
 
         Only cached answers are checked here: for the others the client's validators went to the
@@ -91,11 +91,13 @@ class Gateway:
         self.client = client
         self.cache = cache
 
-    def fetch(self, request: UpstreamRequest) -> Answer:
+    def fetch(self, request: UpstreamRequest, request_id: str | None = None) -> Answer:
+        """The answer to ``request``; ``request_id`` goes upstream with any trip it causes."""
         cache = self.cache
-        bypass = bypass_reason(request) or (None if cache is not None else "bypass")
+        bypass = bypass_reason(request) or ("bypass" if cache is None else None)
         if bypass is not None or cache is None:
-            return Answer(self.client.send(request), cache_status=status_forward(bypass or "bypass"))
+            return Answer(self.client.send(request, request_id),
+                          cache_status=status_forward(bypass or "bypass"))
         request = as_cached(request)  # the client's validators are answered from the entry
         primary, vary, key, entry, now = self._look_up(cache, request)
         if entry is not None and entry.is_fresh(now):
@@ -105,12 +107,12 @@ class Gateway:
         if request.method == "HEAD":
             # HEAD is served from GET's entries, but a HEAD miss has no body to store.
             cache.event("miss")
-            return Answer(self.client.send(request), cache_status=status_forward(reason))
+            return Answer(self.client.send(request, request_id), cache_status=status_forward(reason))
         # A waiter may wait for the fetcher's upstream deadline and its wait on another instance.
         wait = 2 * request.upstream.timeout + 2
         try:
             filled, fetched = cache.flight.run(
-                key, lambda: self._fill(request, primary, key, entry, reason), wait)
+                key, lambda: self._fill(request, request_id, primary, key, entry, reason), wait)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {request.upstream.name!r} did not answer within "
                                   f"{wait:g}s") from None
@@ -122,7 +124,7 @@ class Gateway:
             return Answer(shared.response, f"{shared.cache_status}; collapsed", shared.age,
                           shared.entry, shared.remember)
         # What the fetcher got may not be shared (no-store, private, another variant): ask ourselves.
-        return Answer(self.client.send(request), cache_status=status_forward(reason))
+        return Answer(self.client.send(request, request_id), cache_status=status_forward(reason))
 
     @staticmethod
     def _look_up(cache: Cache, request: UpstreamRequest
@@ -142,8 +144,8 @@ class Gateway:
 
         return Answer(entry.response, status, entry.age(now), entry, remember)
 
-    def _fill(self, request: UpstreamRequest, primary: str, key: str, entry: CacheEntry | None,
-              reason: str) -> _Filled:
+    def _fill(self, request: UpstreamRequest, request_id: str | None, primary: str, key: str,
+              entry: CacheEntry | None, reason: str) -> _Filled:
         """Ask the upstream for ``key``, unless someone filled it while this thread waited its turn."""
         assert self.cache is not None
         cache, store = self.cache, self.cache.store
@@ -167,7 +169,7 @@ class Gateway:
                 cache.event("hit")
                 return _Filled(self._entry_answer(current, key, status_hit(current.ttl(now)), now),
                                key, current.vary)
-            return self._ask_upstream(request, primary, key, current or entry, reason)
+            return self._ask_upstream(request, request_id, primary, key, current or entry, reason)
         finally:
             if token is not None:
                 store.release(key, token)
@@ -185,8 +187,8 @@ class Gateway:
                 break  # the holder finished without storing, or died and its lock expired
         return None
 
-    def _ask_upstream(self, request: UpstreamRequest, primary: str, key: str,
-                      entry: CacheEntry | None, reason: str) -> _Filled:
+    def _ask_upstream(self, request: UpstreamRequest, request_id: str | None, primary: str,
+                      key: str, entry: CacheEntry | None, reason: str) -> _Filled:
         assert self.cache is not None
         cache, upstream = self.cache, request.upstream
         settings = cache.settings
@@ -195,7 +197,7 @@ class Gateway:
             if entry is not None and revalidating else request
         cache.event("miss")
         try:
-            response = self.client.send(sent)
+            response = self.client.send(sent, request_id)
         except (UpstreamError, UpstreamTimeout):
             stale = self._stale_if_error(entry, key)
             if stale is None:

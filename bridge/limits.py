@@ -18,7 +18,7 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
-from .proxy.request import shape_problem
+from .proxy.request import ProxyRequest, shape_problem
 from .ratelimit import RateBudget
 
 EXEMPT_ENDPOINTS = frozenset({"core.healthz"})
@@ -30,7 +30,7 @@ def install_edge(app: Flask, config: Config, budget: RateBudget) -> None:
 
     @app.before_request
     def check_shape() -> None:
-        problem = shape_problem(request.environ, config.limits.max_url_length)
+        problem = shape_problem(ProxyRequest.read(request.environ, "other"), config.limits.max_url_length)
         if problem is not None:
             raise problem
 

@@ -33,7 +33,7 @@ ACCESS_LOGGER = "bridge.access"
 KINDS = ("cors", "preflight", "jsonp", "other")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AccessRecord:
     method: str
     kind: str  # one of KINDS

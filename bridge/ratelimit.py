@@ -23,8 +23,6 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO
 
 from limits import RateLimitItem, parse_many
@@ -69,26 +67,29 @@ class SharedCounters(Storage):
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return OSError
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._thread_lock:
+    def _lock(self) -> None:
+        self._thread_lock.acquire()
+        try:
             fcntl.lockf(self._file, fcntl.LOCK_EX, 1)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._file, fcntl.LOCK_UN, 1)
+        except BaseException:
+            self._thread_lock.release()
+            raise
 
-    def _offsets(self, digest: bytes) -> Iterator[int]:
-        start = int.from_bytes(digest[:8], "little")
-        for probe in range(PROBES):
-            yield ((start + probe) % self.slots) * _SLOT.size
+    def _unlock(self) -> None:
+        try:
+            fcntl.lockf(self._file, fcntl.LOCK_UN, 1)
+        finally:
+            self._thread_lock.release()
 
     def _find(self, digest: bytes, now: float) -> tuple[int | None, int]:
         """The offset of the key's live slot (or None), and the offset to take for it otherwise."""
+        table, slots, size, unpack = self._table, self.slots, _SLOT.size, _SLOT.unpack_from
+        start = int.from_bytes(digest[:8], "little")
         victim, victim_end = -1, math.inf
-        for offset in self._offsets(digest):
-            slot_digest, window_end, _ = _SLOT.unpack_from(self._table, offset)
-            if window_end > now and slot_digest == digest:
+        for probe in range(PROBES):
+            offset = ((start + probe) % slots) * size
+            slot_digest, window_end, _ = unpack(table, offset)
+            if slot_digest == digest and window_end > now:
                 return offset, offset
             ends = -math.inf if window_end <= now else window_end  # a free slot is taken first
             if ends < victim_end:
@@ -98,7 +99,8 @@ class SharedCounters(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         digest = _digest(key)
         now = time.time()
-        with self._locked():
+        self._lock()
+        try:
             live, free = self._find(digest, now)
             if live is not None:
                 _, window_end, count = _SLOT.unpack_from(self._table, live)
@@ -106,6 +108,8 @@ class SharedCounters(Storage):
                 return int(count + amount)
             _SLOT.pack_into(self._table, free, digest, now + expiry, amount)
             return amount
+        finally:
+            self._unlock()
 
     def get(self, key: str) -> int:
         digest = _digest(key)
@@ -121,16 +125,22 @@ class SharedCounters(Storage):
         return True
 
     def reset(self) -> int | None:
-        with self._locked():
+        self._lock()
+        try:
             self._table[:] = bytes(len(self._table))
+        finally:
+            self._unlock()
         return None
 
     def clear(self, key: str) -> None:
         digest = _digest(key)
-        with self._locked():
+        self._lock()
+        try:
             live, _ = self._find(digest, time.time())
             if live is not None:
                 _SLOT.pack_into(self._table, live, bytes(16), 0.0, 0)
+        finally:
+            self._unlock()
 
 
 def _close(table: mmap.mmap, file: IO[bytes]) -> None:

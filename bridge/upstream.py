@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -73,9 +73,6 @@ class UpstreamRequest:
     query: str = ""  # the raw query string, as forwarded (proxy/forward.py)
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
-    # Sent as X-Request-ID so upstream logs can be joined with the bridge's; left out of equality and
-    # hashing because it names this request, not the resource (two requests for one url are equal).
-    request_id: str | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
@@ -357,13 +354,15 @@ class UpstreamClient:
                     found = self._pools[upstream.name] = (f"{base.scheme}://{base.netloc}", pool)
         return found
 
-    def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        """Send ``request``, following redirects only within the upstream's base; typed errors."""
+    def send(self, request: UpstreamRequest, request_id: str | None = None) -> UpstreamResponse:
+        """Send ``request``, following redirects only within the upstream's base; typed errors.
+        ``request_id`` goes along as X-Request-ID, so upstream logs can be joined with the bridge's
+        (it names who asks, not what is asked: it is no part of the request or its key)."""
         if not self.observers:
-            return self._send(request)
+            return self._send(request, request_id)
         started = time.perf_counter()
         try:
-            response = self._send(request)
+            response = self._send(request, request_id)
         except BridgeError as exc:
             self._notify(Exchange(request.upstream.name, time.perf_counter() - started, None, exc.code))
             raise
@@ -374,14 +373,14 @@ class UpstreamClient:
         for observer in self.observers:
             observer(exchange)
 
-    def _send(self, request: UpstreamRequest) -> UpstreamResponse:
+    def _send(self, request: UpstreamRequest, request_id: str | None) -> UpstreamResponse:
         upstream = request.upstream
         deadline = time.monotonic() + upstream.timeout
         started = time.monotonic()
         method, url, body = request.method, request.url, request.body
         headers_out = request.headers
-        if request.request_id is not None:
-            headers_out = (*headers_out, ("X-Request-ID", request.request_id))
+        if request_id is not None:
+            headers_out = (*headers_out, ("X-Request-ID", request_id))
         for _ in range(MAX_REDIRECTS + 1):
             status, headers, content = self._send_once(upstream, method, url, headers_out,
                                                        body, deadline)

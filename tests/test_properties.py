@@ -257,8 +257,8 @@ def forwarded_and_key(req: dict[str, object], vary: tuple[str, ...]) -> tuple[ob
     environ = {k: v for k, v in req["headers"].items() if v is not None}  # type: ignore[attr-defined]
     forwarded = as_cached(forwarded_request(
         KEY_UPSTREAM, KEY_RULE, method="GET" if req["jsonp"] else str(req["method"]),
-        rest=str(req["rest"]), query=str(req["query"]), environ=environ,
-        jsonp_callback_param="callback" if req["jsonp"] else None, body=None, request_id="id"))
+        rest=str(req["rest"]), query=str(req["query"]), headers=environ,
+        jsonp_callback_param="callback" if req["jsonp"] else None, body=None))
     primary = primary_key(KEY_UPSTREAM.name, forwarded.path, forwarded.query)
     return forwarded, variant_key(primary, vary, forwarded.headers)
 

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -272,4 +273,52 @@ def test_the_access_record_is_the_roads_own(app: Flask, upstream: UpstreamServer
     assert [(r.kind, r.upstream, r.status, r.error) for r in records] == [  # type: ignore[attr-defined]
         ("cors", "api", 404, ""), ("cors", "", 404, "unknown_api"), ("preflight", "api", 204, "")]
     assert re.fullmatch(r"[0-9a-f]{32}", records[0].request_id)  # type: ignore[attr-defined]
-    json.dumps([r.__dict__ for r in records])  # plain values only
+    json.dumps([asdict(r) for r in records])  # type: ignore[call-overload]  # plain values only
+
+
+# --- what the road remembers of a request's shape ---
+
+
+def test_requests_one_byte_apart_are_judged_on_their_own(client: FlaskClient,
+                                                         upstream: UpstreamServer) -> None:
+    """The road remembers what its pure steps made of a request's shape (path, query and every
+    header, byte for byte): a request one header or character away is never judged by another's."""
+    upstream.route("/d", Reply(200, {"d": 1}))
+    for _ in range(2):  # the second time from what the road remembers: the same answer
+        answer = client.get("/cors/api/d", headers={"Origin": ALLOWED})
+        assert answer.headers["Access-Control-Allow-Origin"] == ALLOWED
+    other = "https://deep.sub.example.org"
+    assert client.get("/cors/api/d", headers={"Origin": other}).headers[
+        "Access-Control-Allow-Origin"] == other
+    for hostile in ("https://app.example.com.evil.example", "https://evil.example", f"{ALLOWED}/"):
+        refused = client.get("/cors/api/d", headers={"Origin": hostile})
+        assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers
+    assert client.get("/jsonp/api/d?callback=cb").get_data().startswith(b"/**/cb(")
+    assert client.get("/jsonp/api/d?callback=cc").get_data().startswith(b"/**/cc(")
+    assert client.get("/jsonp/api/d?callback=cb", headers={"X-Note": "a\x00b"}).status_code == 400
+    assert client.get("/jsonp/api/d?callback=cb&callback=cb").status_code == 400
+    assert client.get("/jsonp/api/d?callback=cb", headers={"Origin": "x"}).status_code == 200
+
+
+def test_what_the_road_remembers_is_bounded(app: Flask, upstream: UpstreamServer) -> None:
+    from bridge.proxy.road import SHAPE_MEMO_CHARS, SHAPE_MEMO_SIZE
+
+    upstream.route("/b", Reply(200, {"b": 1}))
+    road = app.extensions["bridge.road"]
+    client = app.test_client()
+    for i in range(SHAPE_MEMO_SIZE + 50):
+        assert client.get(f"/jsonp/api/b?callback=cb{i}").get_data().startswith(f"/**/cb{i}(".encode())
+        assert 0 < len(road.plans) <= SHAPE_MEMO_SIZE
+    kept = len(road.plans)
+    long_header = {"X-Note": "n" * SHAPE_MEMO_CHARS}
+    assert client.get("/jsonp/api/b?callback=cb", headers=long_header).status_code == 200
+    assert client.get("/jsonp/api/b?callback=1nope").status_code == 400  # a refusal
+    assert len(road.plans) == kept  # served, and neither kept
+
+
+def test_a_request_with_a_body_is_judged_and_forwarded_on_its_own(client: FlaskClient,
+                                                                  upstream: UpstreamServer) -> None:
+    upstream.route("/p", lambda seen: Reply(200, {"got": seen.body.decode()}))
+    for body in ("one", "two"):
+        answer = client.post("/cors/api/p", data=body, content_type="text/plain")
+        assert answer.get_json() == {"got": body}

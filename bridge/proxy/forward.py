@@ -15,9 +15,9 @@ nothing but the path and knows nothing about caching, budgets or rendering.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from ..config import UpstreamConfig
@@ -104,18 +104,18 @@ class HeaderRule:
                    upstream.headers, "accept" not in configured)
 
 
-def forwarded_headers(environ: dict[str, Any], rule: HeaderRule,
+def forwarded_headers(headers_in: Mapping[str, str], rule: HeaderRule,
                       jsonp: bool) -> tuple[tuple[str, str], ...]:
     """The headers sent upstream: Accept, the client's forwardable headers (less those its own
     Connection header names, RFC 9110 section 7.6.1, and on the JSONP path its validators), then the
-    upstream's configured headers, which win."""
-    connection = environ.get("HTTP_CONNECTION")
+    upstream's configured headers, which win. ``headers_in`` are the client's, by environ key."""
+    connection = headers_in.get("HTTP_CONNECTION")
     named = {t.strip().lower() for t in connection.split(",")} if connection else ()
     headers = []
     if rule.sends_accept:
-        headers.append(("Accept", JSON if jsonp else upstream_accept(environ.get("HTTP_ACCEPT"))))
+        headers.append(("Accept", JSON if jsonp else upstream_accept(headers_in.get("HTTP_ACCEPT"))))
     for name, key, spelling in rule.forwardable:
-        value = environ.get(key)
+        value = headers_in.get(key)
         if value is not None and name not in named and not (
                 jsonp and name in JSONP_DROPPED_REQUEST_HEADERS):
             headers.append((spelling, value))
@@ -123,12 +123,11 @@ def forwarded_headers(environ: dict[str, Any], rule: HeaderRule,
 
 
 def forwarded_request(upstream: UpstreamConfig, rule: HeaderRule, *, method: str, rest: str,
-                      query: str, environ: dict[str, Any], jsonp_callback_param: str | None,
-                      body: bytes | None, request_id: str | None) -> UpstreamRequest:
+                      query: str, headers: Mapping[str, str], jsonp_callback_param: str | None,
+                      body: bytes | None) -> UpstreamRequest:
     """What the bridge asks ``upstream`` for this request (``jsonp_callback_param`` set on the
     JSONP path); InvalidPath when REST would leave the upstream's base."""
     jsonp = jsonp_callback_param is not None
     return UpstreamRequest(upstream=upstream, method=method, path=checked_path(rest),
                            query=forwarded_query(query, jsonp_callback_param),
-                           headers=forwarded_headers(environ, rule, jsonp), body=body,
-                           request_id=request_id)
+                           headers=forwarded_headers(headers, rule, jsonp), body=body)

@@ -92,7 +92,7 @@ def finish(reply: Reply, method: str, request_id: str) -> tuple[list[tuple[str, 
     """The headers and body that go on the wire: the request id, and the length of the body (sent
     for HEAD as for GET; never for 1xx, 204 or 304, which have no body)."""
     status = reply.status
-    headers = _bodiless(status, reply.headers)
+    headers = _bodiless(status, list(reply.headers))  # a kept reply (a preflight's) is shared
     headers.append(("X-Request-ID", request_id))
     if status >= 200 and status not in (204, 304):
         headers.append(("Content-Length", str(len(reply.body))))

@@ -55,17 +55,15 @@ def header_key(name: str) -> str:
     return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
-def shape_problem(environ: dict[str, Any], max_url_length: int,
+def shape_problem(request: ProxyRequest, max_url_length: int,
                   callback_param: str | None = None) -> BridgeError | None:
     """The refusal for a request too long or too odd to be a browser's, or None. Every route asks
     it first, so junk costs no budget and reaches no policy. ``callback_param`` is the JSONP
     callback's name on the JSONP path, whose own grammar refuses it with a more precise message."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    path, query = raw_target(environ)
-    length = len(raw) if raw else len(path) + (len(query) + 1 if query else 0)
-    if length > max_url_length:
-        return UriTooLong(f"the url is {length} characters long; the limit is {max_url_length}")
-    headers = [(key, value) for key, value in environ.items() if key[:5] == "HTTP_"]
+    if request.target_length > max_url_length:
+        return UriTooLong(f"the url is {request.target_length} characters long; the limit is "
+                          f"{max_url_length}")
+    headers = [(key, value) for key, value in request.headers.items() if key[:5] == "HTTP_"]
     if len(headers) > MAX_HEADER_COUNT:
         return HeadersTooLarge(f"more than {MAX_HEADER_COUNT} request headers")
     if sum(len(key) + len(value) for key, value in headers) > MAX_HEADER_BYTES:
@@ -75,12 +73,12 @@ def shape_problem(environ: dict[str, Any], max_url_length: int,
         key = next(key for key, value in headers if has_control(value))
         name = key[5:].replace("_", "-").title()
         return BadRequest(f"the {name} header contains a control character")
-    decoded = environ.get("PATH_INFO", "")
+    decoded = request.decoded_path
     # Routing would fail a decoded newline as a bare 404, or merge "//" and redirect.
-    if "//" in path or "//" in decoded or has_control(decoded):
+    if "//" in request.path or "//" in decoded or has_control(decoded):
         return InvalidPath("the path has an empty segment ('//') or a control character")
-    if query and any(has_control(k) or (has_control(v) and k != callback_param)
-                     for k, v in parse_query(query)):
+    if request.query and any(has_control(k) or (has_control(v) and k != callback_param)
+                             for k, v in request.pairs):
         return BadRequest("a query parameter contains a control character (such as %00, %0A or %0D)")
     return None
 
@@ -101,29 +99,48 @@ def parse_query(query: str) -> tuple[tuple[str, str], ...]:
     return _remembered_query(query)
 
 
-@dataclass
+@dataclass(slots=True)
 class ProxyRequest:
-    """What the road knows of a request before any policy: where it goes and what it carries."""
+    """What the road knows of a request before any policy: where it goes and what it carries.
+
+    Every policy reads these fields and nothing else of the request; ``shape`` is all of them, so
+    two requests of one shape are judged alike (the road remembers what it made of recent shapes).
+    ``environ`` is kept only for the body and the client's address, which no policy reads.
+    """
 
     environ: dict[str, Any]
-    kind: str  # "cors" or "jsonp"
+    kind: str  # "cors", "jsonp", or "other" for Flask's routes
     method: str
+    path: str  # the raw path below SCRIPT_NAME, still percent-encoded
+    query: str  # the raw query string, exactly as sent
+    decoded_path: str  # PATH_INFO: what the server decoded
+    target_length: int  # characters of the request target as sent
+    headers: dict[str, str]  # every request header by its environ key (HTTP_ORIGIN, CONTENT_TYPE)
     name: str  # the upstream's name as given, decoded; "" for /KIND/ alone
     rest: str | None  # the raw REST of /KIND/NAME/REST; None when NAME ends the path (no slash)
-    query: str  # the raw query string, exactly as sent
 
     @classmethod
     def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
         path, query = raw_target(environ)
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        headers = {key: value for key, value in environ.items()
+                   if key[:5] == "HTTP_" or key in ("CONTENT_TYPE", "CONTENT_LENGTH")}
         after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
         name, slash, rest = after.partition("/")
-        return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"),
-                   unquote(name) if "%" in name else name, rest if slash else None, query)
+        return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), path, query,
+                   environ.get("PATH_INFO", ""),
+                   len(raw) if raw else len(path) + (len(query) + 1 if query else 0), headers,
+                   unquote(name) if "%" in name else name, rest if slash else None)
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """Everything the policies read, as one hashable value."""
+        return (self.kind, self.method, self.path, self.query, self.decoded_path,
+                str(self.target_length), *(item for pair in self.headers.items() for item in pair))
 
     def header(self, key: str) -> str | None:
         """A request header by its environ key (``HTTP_ORIGIN``)."""
-        value: str | None = self.environ.get(key)
-        return value
+        return self.headers.get(key)
 
     @property
     def client(self) -> str:
@@ -133,7 +150,12 @@ class ProxyRequest:
 
     @property
     def is_preflight(self) -> bool:
-        return self.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in self.environ
+        return self.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in self.headers
+
+    @property
+    def has_body(self) -> bool:
+        return self.headers.get("CONTENT_LENGTH", "") not in ("", "0") or \
+            "HTTP_TRANSFER_ENCODING" in self.headers
 
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
@@ -145,7 +167,7 @@ class ProxyRequest:
         WSGI servers join a repeated header with commas into one value, and no serialised origin
         contains a comma: either way the client sent Origin more than once.
         """
-        origin = self.header("HTTP_ORIGIN")
+        origin = self.headers.get("HTTP_ORIGIN")
         if origin is not None and "," in origin:
             raise BadRequest("more than one Origin header; send exactly one")
         return origin

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -37,20 +38,39 @@ from ..errors import (
 from ..gateway import Gateway
 from ..observe import AccessRecord, Recorder, accepted_request_id, cache_outcome, new_request_id
 from ..ratelimit import RateBudget
+from ..upstream import UpstreamRequest
 from . import render
 from .forward import HeaderRule, forwarded_request
-from .request import ProxyRequest, raw_target, shape_problem
+from .request import ProxyRequest, shape_problem
 
 log = logging.getLogger(__name__)
 
 StartResponse = Any
 JSONP_METHODS = ("GET", "HEAD")
 _BODILESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
+VALIDATORS = (("If-None-Match", "HTTP_IF_NONE_MATCH"), ("If-Modified-Since", "HTTP_IF_MODIFIED_SINCE"))
+# The plan memo's bound: at most this many shapes, each of at most this many characters (longer
+# requests are judged every time), so that requests a client makes up cannot fill memory.
+SHAPE_MEMO_SIZE = 256
+SHAPE_MEMO_CHARS = 4096
 
 
 def status_line(status: int) -> str:
     """The status line werkzeug's ``Response`` writes for ``status`` ("404 NOT FOUND")."""
     return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the pure steps made of a request: its upstream and, for a preflight, the whole answer;
+    for anything else the request to forward and what the answer is rendered for."""
+
+    upstream: UpstreamConfig
+    origin: str | None = None  # the CORS path's one Origin
+    params: jsonp_policy.JsonpParams | None = None  # the JSONP path's callback and envelope
+    forwarded: UpstreamRequest | None = None
+    validators: tuple[tuple[str, str], ...] = ()  # the client's, answered from a cached entry
+    preflight: render.Reply | None = None
 
 
 class ProxyRoad:
@@ -67,62 +87,72 @@ class ProxyRoad:
         # is read afresh on every hit, so there is nothing to keep them on.
         cache = gateway.cache
         self.keep_headers = cache is not None and cache.store.name == "memory"
+        # What the pure steps made of recent request shapes (a page asks the same url with the same
+        # headers again and again): refusals and requests with a body are never kept.
+        self.plans: dict[tuple[str, ...], Plan] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         kind = "cors" if environ.get("PATH_INFO", "").startswith("/cors/") else "jsonp"
         request = ProxyRequest.read(environ, kind)
-        request_id = accepted_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        request_id = accepted_request_id(request.header("HTTP_X_REQUEST_ID")) or new_request_id()
         try:
             reply = self.serve(request, request_id)
         except BridgeError as error:
             reply = self.refusal(request, error)
         except Exception:  # a bug: the client still gets the JSON shape, the log the traceback
-            log.exception("proxy road: failed on %s %s", request.method, environ.get("PATH_INFO"))
+            log.exception("proxy road: failed on %s %s", request.method, request.decoded_path)
             reply = self.refusal(request, InternalError("the bridge failed on this request; the "
                                                         "operator's log has the details"))
         headers, body = render.finish(reply, request.method, request_id)
         start_response(status_line(reply.status), headers)
         self.recorder.record(AccessRecord(
-            method=request.method, kind="preflight" if kind == "cors" and request.is_preflight else kind,
-            upstream=request.name if request.name in self.config.upstreams else "",
-            status=reply.status, cache=cache_outcome(reply.cache_status),
-            duration=time.perf_counter() - started, request_id=request_id, error=reply.error))
+            request.method, "preflight" if kind == "cors" and request.is_preflight else kind,
+            request.name if request.name in self.config.upstreams else "", reply.status,
+            cache_outcome(reply.cache_status), time.perf_counter() - started, request_id, reply.error))
         return [body] if body else []
 
     # --- the steps, in order ---
 
     def serve(self, request: ProxyRequest, request_id: str) -> render.Reply:
-        config = self.config
-        jsonp = request.kind == "jsonp"
-        problem = shape_problem(request.environ, config.limits.max_url_length,
-                                config.jsonp.callback_param if jsonp else None)
-        if problem is not None:
-            raise problem
-        if request.rest is None:  # /KIND/NAME: the api's root is /KIND/NAME/
-            return self.slash_redirect(request)
-        upstream = config.upstreams.get(request.name)
+        shape = request.shape if not request.has_body else None
+        plan = self.plans.get(shape) if shape is not None else None
+        if plan is None:
+            config = self.config
+            problem = shape_problem(request, config.limits.max_url_length,
+                                    config.jsonp.callback_param if request.kind == "jsonp" else None)
+            if problem is not None:
+                raise problem
+            if request.rest is None:  # /KIND/NAME: the api's root is /KIND/NAME/
+                return self.slash_redirect(request)
+            upstream = config.upstreams.get(request.name)
+        else:
+            upstream = plan.upstream
         self.budget.charge(request.client, upstream)
-        if jsonp:
-            return self.jsonp(request, upstream, request_id)
-        return self.cors(request, upstream, request_id)
+        if plan is None:
+            plan = self.cors_plan(request, upstream) if request.kind == "cors" \
+                else self.jsonp_plan(request, upstream)
+            if shape is not None and sum(map(len, shape)) <= SHAPE_MEMO_CHARS:
+                if len(self.plans) >= SHAPE_MEMO_SIZE:
+                    self.plans.clear()  # cheaper than an LRU's bookkeeping on every request
+                self.plans[shape] = plan
+        return self.answer(request, plan, request_id)
 
-    def cors(self, request: ProxyRequest, upstream: UpstreamConfig | None,
-             request_id: str) -> render.Reply:
+    def cors_plan(self, request: ProxyRequest, upstream: UpstreamConfig | None) -> Plan:
         upstream = self.known(request, upstream)
         origin = request.origin()
         if origin is not None and not origin_allowed(upstream.cors, origin):
             raise OriginNotAllowed(f"origin {origin!r} may not read api {upstream.name!r}; add it to "
                                    "allow_origins in the bridge's config")
         if request.is_preflight:
-            environ = request.environ
             verdict = preflight_verdict(upstream.cors, upstream.methods, origin,
-                                        environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"],
-                                        environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"))
+                                        request.headers["HTTP_ACCESS_CONTROL_REQUEST_METHOD"],
+                                        request.header("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"))
             if verdict.error is not None:
                 raise BridgeError(verdict.message, code=verdict.error, status=verdict.status,
                                   headers=verdict.headers)
-            return render.preflight_answer(verdict.status, verdict.headers)
+            return Plan(upstream, origin, preflight=render.preflight_answer(verdict.status,
+                                                                            verdict.headers))
         method = request.method
         if method not in upstream.methods:
             raise MethodNotAllowed(f"method {method} is not configured for api {upstream.name!r}",
@@ -130,13 +160,13 @@ class ProxyRoad:
         self.count_query(request)
         forwarded = forwarded_request(upstream, self.header_rules[upstream.name], method=method,
                                       rest=request.rest or "", query=request.query,
-                                      environ=request.environ, jsonp_callback_param=None,
-                                      body=self.body(request), request_id=request_id)
-        answer = self.gateway.fetch(forwarded).conditional(self.validators(request))
-        return render.cors_answer(answer, upstream.cors, origin, self.keep_headers)
+                                      headers=request.headers, jsonp_callback_param=None,
+                                      body=self.body(request))
+        validators = tuple((name, request.headers[key]) for name, key in VALIDATORS
+                           if key in request.headers)
+        return Plan(upstream, origin, forwarded=forwarded, validators=validators)
 
-    def jsonp(self, request: ProxyRequest, upstream: UpstreamConfig | None,
-              request_id: str) -> render.Reply:
+    def jsonp_plan(self, request: ProxyRequest, upstream: UpstreamConfig | None) -> Plan:
         if request.method not in JSONP_METHODS:
             raise MethodNotAllowed("the JSONP path answers GET and HEAD only; use /cors/ for "
                                    f"{request.method}", JSONP_METHODS)
@@ -146,15 +176,24 @@ class ProxyRoad:
                                 f"use /cors/{upstream.name}/")
         params = self.jsonp_params(request)
         self.count_query(request)
-        config = self.config
         # A script tag asks for */*; this path only ever wants JSON, and never sends credentials.
         forwarded = forwarded_request(upstream, self.header_rules[upstream.name], method="GET",
                                       rest=request.rest or "", query=request.query,
-                                      environ=request.environ,
-                                      jsonp_callback_param=config.jsonp.callback_param, body=None,
-                                      request_id=request_id)
-        return render.jsonp_answer(self.gateway.fetch(forwarded), params, upstream.cors,
-                                   config.limits.max_json_depth, self.keep_headers)
+                                      headers=request.headers,
+                                      jsonp_callback_param=self.config.jsonp.callback_param, body=None)
+        return Plan(upstream, params=params, forwarded=forwarded)
+
+    def answer(self, request: ProxyRequest, plan: Plan, request_id: str) -> render.Reply:
+        """Ask the gateway and render what it answers, as the plan says."""
+        if plan.preflight is not None:
+            return plan.preflight
+        assert plan.forwarded is not None
+        answer = self.gateway.fetch(plan.forwarded, request_id)
+        if plan.params is None:
+            return render.cors_answer(answer.conditional(plan.validators), plan.upstream.cors,
+                                      plan.origin, self.keep_headers)
+        return render.jsonp_answer(answer, plan.params, plan.upstream.cors,
+                                   self.config.limits.max_json_depth, self.keep_headers)
 
     def refusal(self, request: ProxyRequest, error: BridgeError) -> render.Reply:
         """The one place a refusal is rendered, in the shape of the path it was made on."""
@@ -196,24 +235,13 @@ class ProxyRoad:
         if request.query and request.query.count("&") >= limit and len(request.pairs) > limit:
             raise BadRequest(f"more than {limit} query parameters")
 
-    @staticmethod
-    def validators(request: ProxyRequest) -> list[tuple[str, str]]:
-        """The client's conditional headers, which a cached answer is checked against."""
-        environ = request.environ
-        return [(name, environ[key]) for name, key in (("If-None-Match", "HTTP_IF_NONE_MATCH"),
-                                                        ("If-Modified-Since", "HTTP_IF_MODIFIED_SINCE"))
-                if key in environ]
-
     def body(self, request: ProxyRequest) -> bytes | None:
         """The request body to forward, at most ``max_request_body`` bytes; GET and HEAD bodies
         are never forwarded."""
-        environ = request.environ
         method = request.method
-        if method in ("GET", "HEAD"):
+        if method in ("GET", "HEAD") or (method in _BODILESS_METHODS and not request.has_body):
             return None
-        length = environ.get("CONTENT_LENGTH")
-        if method in _BODILESS_METHODS and not length and "HTTP_TRANSFER_ENCODING" not in environ:
-            return None
+        environ = request.environ
         limit = self.config.limits.max_request_body
         too_large = PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
         declared = get_content_length(environ)
@@ -227,6 +255,5 @@ class ProxyRoad:
 
     def slash_redirect(self, request: ProxyRequest) -> render.Reply:
         """``/KIND/NAME`` -> ``/KIND/NAME/``, relative: a Host header can never steer it elsewhere."""
-        environ = request.environ
-        target = environ.get("SCRIPT_NAME", "") + raw_target(environ)[0] + "/"
+        target = request.environ.get("SCRIPT_NAME", "") + request.path + "/"
         return render.Reply(308, [("Location", target + ("?" + request.query if request.query else ""))])
