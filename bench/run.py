@@ -1,13 +1,16 @@
-"""``make bench``: the bridge measured side by side with its floor and with cors-anywhere, in one run.
+"""``make bench``: the bridge measured side by side with its floors and with cors-anywhere, in one run.
 
 Starts, all on loopback: nginx serving a ~2 KB JSON file (the upstream), the bridge under gunicorn as
-``app.py`` runs it (a bench INI built from ``wsgi.ini``: same [server], [cors] and [cache]; one upstream
-``hit`` with the default ttl, one ``miss`` with ``ttl = 0``), the bare Flask floor (``floor.py``) under
-the same gunicorn settings, and cors-anywhere proxying the same file. wrk drives each target for a few
-seconds per round, the targets interleaved and rotated every round, and the medians over rounds are
-compared as ratios against the issue's goals. Then a herd of concurrent cold requests (counted in
-nginx's access log) and, with ``--keys``, resident memory after filling the cache with that many keys.
-Results go to ``bench/results/`` as JSON and text. Nothing here is imported by the bridge.
+``app.py`` runs it (a bench INI built from ``wsgi.ini``: the same [server] settings as shipped, [cors]
+and [cache]; one upstream ``hit`` with the default ttl, one ``miss`` with ``ttl = 0``), the same bridge
+with a per-client rate limit that is counted on every request and never reached, the two floors
+(``floor.py``: bare Flask, and a raw WSGI callable) under the same gunicorn settings, and cors-anywhere
+proxying the same file. wrk drives each target for a few seconds per round, the targets interleaved and
+rotated every round, and the medians over rounds are compared as ratios against the goals. Each round
+also records how wrk's connections sat on the gunicorn workers, and the report says how much of the
+rounds' spread in throughput that explains. Then a herd of concurrent cold requests (counted in nginx's
+access log) and, with ``--keys``, resident memory after filling the cache with that many keys. Results
+go to ``bench/results/`` as JSON and text. Nothing here is imported by the bridge.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ ORIGIN = "http://bench.example"
 HEADERS = {"Origin": ORIGIN}
 FIXED_OVERHEAD_MIB = 16
 # The targets served by gunicorn with several workers (their connection spread matters).
-GUNICORN_TARGETS = frozenset({"floor", "cors-hit", "jsonp-hit", "cors-miss", "jsonp-miss"})
+GUNICORN_TARGETS = frozenset({"floor", "raw-floor", "cors-hit", "jsonp-hit", "cors-miss", "jsonp-miss",
+                              "cors-hit-limited", "jsonp-hit-limited"})
+# A per-client limit that one client never reaches in a bench run, so every request is counted.
+UNREACHED_LIMIT = "1000000000/minute"
 
 
 # --- processes ---
@@ -136,7 +142,8 @@ http {{
 # --- the bridge's bench config, derived from wsgi.ini ---
 
 
-def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str | None = None) -> None:
+def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str | None = None,
+              per_client: str = "") -> None:
     source = configparser.ConfigParser(interpolation=None)
     source.optionxform = str  # type: ignore[assignment,method-assign]
     source.read(ROOT / "wsgi.ini")
@@ -144,17 +151,14 @@ def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str 
     out.optionxform = str  # type: ignore[assignment,method-assign]
     for section in ("server", "cors", "jsonp", "cache", "limits"):
         out[section] = dict(source[section]) if source.has_section(section) else {}
-    # wrk opens all its connections in one burst, which on gunicorn's shared socket often all land on
-    # one worker (ss: 32/0) and measure one core; real clients arrive spread out. One SO_REUSEPORT
-    # socket per worker (off in wsgi.ini, see README) spreads them as traffic would be spread.
-    out["server"]["reuse_port"] = "true"
+    # The shipped [server] settings, unless the command line changes them (--reuse-port and the rest).
     out["server"].update(server)
     if backend is not None:
         out["cache"]["backend"] = backend
     out["cors"]["allow_origins"] = ORIGIN
-    # The bench is one client sending thousands of requests a second: a per-client limit would
-    # measure the limiter's refusals, not the bridge.
-    out["limits"]["per_client"] = ""
+    # The bench is one client sending thousands of requests a second: a reachable per-client limit
+    # would measure the refusals, not the bridge. The limited bridge counts against one never reached.
+    out["limits"]["per_client"] = per_client
     upstream = {"url": f"http://127.0.0.1:{nginx_port}/", "timeout": "5", "allow_private": "true"}
     out["upstream:hit"] = dict(upstream)
     out["upstream:miss"] = {**upstream, "ttl": "0"}
@@ -324,6 +328,33 @@ def versions(ca_port_log: Path) -> dict[str, str]:
     }
 
 
+HITS = ("cors-hit", "jsonp-hit")
+
+
+def busier_share(spread: str) -> float | None:
+    """The share of wrk's connections on the busiest worker ("24/8" -> 0.75, "32" -> 1.0)."""
+    counts = [int(n) for n in spread.split("/") if n.isdigit()]
+    return max(counts) / sum(counts) if counts and sum(counts) else None
+
+
+def spread_report(samples: list[Sample]) -> dict[str, dict[str, float]]:
+    """Per gunicorn target: how unevenly wrk's connections sat on the workers over the rounds, how
+    much the rounds' req/s varied, and how much of that variance the busier worker's share explains
+    (R squared of a straight-line fit of req/s on that share)."""
+    report = {}
+    for name in sorted({s.target for s in samples} & GUNICORN_TARGETS):
+        points = [(share, s.rps) for s in samples if s.target == name
+                  and (share := busier_share(s.spread)) is not None]
+        if len(points) < 3:
+            continue
+        shares, rps = zip(*points, strict=True)
+        spread_rps = (max(rps) - min(rps)) / statistics.median(rps)
+        r_squared = statistics.correlation(shares, rps) ** 2 if len(set(shares)) > 1 else 0.0
+        report[name] = {"busier_share_min": round(min(shares), 2), "busier_share_max": round(max(shares), 2),
+                        "rps_range_over_median": round(spread_rps, 2), "r_squared": round(r_squared, 2)}
+    return report
+
+
 @dataclass
 class Goal:
     name: str
@@ -347,6 +378,10 @@ def main() -> None:
     parser.add_argument("--worker-class", help="override [server] worker_class for bridge and floor")
     parser.add_argument("--workers", help="override [server] workers")
     parser.add_argument("--threads", help="override [server] threads")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="[server] reuse_port = true for bridge and floors (off as shipped)")
+    parser.add_argument("--fair-accept", choices=("true", "false"),
+                        help="override [server] fair_accept for bridge and floors")
     parser.add_argument("--only", help="comma-separated target names to measure")
     parser.add_argument("--label", default="", help="a word for the results file name")
     args = parser.parse_args()
@@ -363,32 +398,46 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     procs = Procs(results)
     server = {k: v for k, v in (("worker_class", args.worker_class), ("workers", args.workers),
-                                ("threads", args.threads)) if v}
+                                ("threads", args.threads), ("fair_accept", args.fair_accept),
+                                ("reuse_port", "true" if args.reuse_port else None)) if v}
     try:
-        nginx_port, bridge_port, floor_port, ca_port = (free_port() for _ in range(4))
+        nginx_port, bridge_port, limited_port, floor_port, raw_port, ca_port = (free_port()
+                                                                                for _ in range(6))
         data, access_log = start_nginx(procs, work, nginx_port)
         ini = results / "bench.ini"
         bench_ini(ini, nginx_port, server)
+        limited_ini = results / "bench-limited.ini"
+        bench_ini(limited_ini, nginx_port, server, per_client=UNREACHED_LIMIT)
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         bridge = procs.start("bridge", [PY, "app.py", "--config", str(ini), "--bind",
                                         f"127.0.0.1:{bridge_port}"], env=env)
+        limited = procs.start("bridge-limited", [PY, "app.py", "--config", str(limited_ini), "--bind",
+                                                 f"127.0.0.1:{limited_port}"], env=env)
         floor = procs.start("floor", [PY, str(BENCH / "floor.py"), "--config", str(ini), "--bind",
                                       f"127.0.0.1:{floor_port}", "--body", str(data)])
+        raw_floor = procs.start("raw-floor", [PY, str(BENCH / "floor.py"), "--config", str(ini), "--bind",
+                                              f"127.0.0.1:{raw_port}", "--body", str(data), "--raw"])
         ca = procs.start("cors-anywhere", ["node", str(BENCH / "cors_anywhere.js"), str(ca_port)])
         nginx_url = f"http://127.0.0.1:{nginx_port}/data.json"
         bridge_url = f"http://127.0.0.1:{bridge_port}"
+        limited_url = f"http://127.0.0.1:{limited_port}"
         targets = {
             "nginx": nginx_url,
             "floor": f"http://127.0.0.1:{floor_port}/jsonp",
+            "raw-floor": f"http://127.0.0.1:{raw_port}/jsonp",
             "cors-hit": f"{bridge_url}/cors/hit/data.json",
             "jsonp-hit": f"{bridge_url}/jsonp/hit/data.json?callback=cb",
+            "cors-hit-limited": f"{limited_url}/cors/hit/data.json",
+            "jsonp-hit-limited": f"{limited_url}/jsonp/hit/data.json?callback=cb",
             "cors-miss": f"{bridge_url}/cors/miss/data.json",
             "jsonp-miss": f"{bridge_url}/jsonp/miss/data.json?callback=cb",
             "cors-anywhere": f"http://127.0.0.1:{ca_port}/{nginx_url}",
         }
         wait_ready(nginx_url, procs.procs[0])
         wait_ready(bridge_url + "/healthz", bridge)
+        wait_ready(limited_url + "/healthz", limited)
         wait_ready(targets["floor"], floor)
+        wait_ready(targets["raw-floor"], raw_floor)
         wait_ready(f"http://127.0.0.1:{ca_port}/", ca)
         cache_status = check_targets(targets)
         if args.only:
@@ -438,18 +487,17 @@ def main() -> None:
                     return round(table[a][key] / table[b][key], 2)
                 return None
 
-            for hit in ("cors-hit", "jsonp-hit"):
-                for name, value, limit, up in (
-                    (f"{label}{hit} / floor (rps)", ratio(hit, "floor"), 0.9, True),
-                    (f"{label}{hit} / cors-anywhere (rps)", ratio(hit, "cors-anywhere"), 2.0, True),
-                    (f"{label}{hit} / floor (p99)", ratio(hit, "floor", "p99_ms"), 1.5, False),
-                ):
-                    if value is not None:
-                        goals.append(Goal(name, value, limit, up))
-            for miss in ("cors-miss", "jsonp-miss"):
-                value = ratio(miss, "cors-anywhere")
-                if value is not None:
-                    goals.append(Goal(f"{label}{miss} / cors-anywhere (rps)", value, 1.0))
+            wanted = [
+                *((f"{hit} / floor (rps)", ratio(hit, "floor"), 1.2, True) for hit in HITS),
+                *((f"{hit} / raw-floor (rps)", ratio(hit, "raw-floor"), 0.8, True) for hit in HITS),
+                ("jsonp-hit / cors-anywhere (rps)", ratio("jsonp-hit", "cors-anywhere"), 3.0, True),
+                ("cors-miss / cors-anywhere (rps)", ratio("cors-miss", "cors-anywhere"), 1.3, True),
+                *((f"{hit}-limited / {hit} (rps)", ratio(f"{hit}-limited", hit), 0.8, True)
+                  for hit in HITS),
+            ]
+            goals += [Goal(label + name, value, limit, up) for name, value, limit, up in wanted
+                      if value is not None]
+        spread_effect = spread_report(samples)
 
         herd_result: dict[str, Any] | None = None
         if args.herd:
@@ -483,7 +531,7 @@ def main() -> None:
         report = {"command": " ".join(sys.argv), "info": info, "cache_status": cache_status,
                   "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
                   "medians": medians, "balanced_medians": balanced_medians,
-                  "goals": [asdict(g) for g in goals], "herd": herd_result,
+                  "goals": [asdict(g) for g in goals], "herd": herd_result, "spread": spread_effect,
                   "memory": memory, "samples": [asdict(s) for s in samples]}
         (results / "results.json").write_text(json.dumps(report, indent=2))
         text = render(report)
@@ -523,6 +571,13 @@ def render(report: dict[str, Any]) -> str:
         sign = ">=" if goal["higher_is_better"] else "<="
         lines.append(f"{goal['name']:<60}{goal['value']:>8}{sign:>4}{goal['limit']:<4}  "
                      f"{'yes' if goal['met'] else 'NO'}")
+    if report.get("spread"):
+        lines += ["", "how wrk's connections sat on the workers, and how much of each target's swing "
+                  "in req/s that explains:",
+                  f"{'target':<20}{'busier worker':>16}{'req/s range':>14}{'R^2':>7}"]
+        for name, spread in report["spread"].items():
+            lines.append(f"{name:<20}{spread['busier_share_min']:>8.2f}-{spread['busier_share_max']:<7.2f}"
+                         f"{spread['rps_range_over_median']:>13.0%}{spread['r_squared']:>7.2f}")
     for store, result in (report["herd"] or {}).items():
         lines.append(f"herd ({store} store): {result['requests']} concurrent cold requests, {result['ok']} "
                      f"answered 200, {result['upstream_requests']} reached nginx")
