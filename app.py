@@ -33,11 +33,13 @@ def load_or_exit(path: str) -> Config:
 
 def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> dict[str, Any]:
     slowest = max((u.timeout for u in config.upstreams.values()), default=10.0)
+    server = config.server
+    reuse_port = server.reuse_port and server.worker_class != "sync"
     return {
-        "bind": bind or config.server.bind,
-        "workers": workers or config.server.workers,
-        "threads": config.server.threads,
-        "worker_class": config.server.worker_class,
+        "bind": bind or server.bind,
+        "workers": workers or server.workers,
+        "threads": server.threads,
+        "worker_class": worker_class(config, workers or server.workers, reuse_port),
         # A worker is only killed as stuck well after the slowest upstream's own deadline.
         "timeout": int(slowest * 2 + 30),
         "graceful_timeout": 10,
@@ -47,7 +49,7 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
         # spreads connections over them (on one shared socket, a burst of connections can all go
         # to one worker). Never for sync workers: one the kernel hands a connection while it is
         # busy would hold it until its request ends, while another worker idles.
-        "reuse_port": config.server.reuse_port and config.server.worker_class != "sync",
+        "reuse_port": reuse_port,
         # The request-line and header limits: see README "Limits".
         "limit_request_line": min(config.limits.max_url_length, 8190),
         "limit_request_fields": 100,
@@ -57,10 +59,26 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
     }
 
 
+def worker_class(config: Config, workers: int, reuse_port: bool) -> Any:
+    """gunicorn's worker class for ``[server]``: the threaded worker takes its fair share of a burst
+    of connections (bridge/fair_accept.py) unless ``fair_accept = false``, or each worker has its own
+    socket (``reuse_port``), where the kernel spreads them. The table the workers share is made here,
+    in the master, before they fork."""
+    if config.server.worker_class != "gthread" or not config.server.fair_accept or reuse_port:
+        return config.server.worker_class
+    from bridge.fair_accept import FairThreadWorker, WorkerTable
+
+    FairThreadWorker.table = WorkerTable(rows=2 * workers + 2)  # room for replacements
+    return FairThreadWorker
+
+
 def _mark_worker_dead(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
+    from bridge.fair_accept import worker_exited
+
     multiprocess.mark_process_dead(worker.pid)
+    worker_exited(worker.pid)
 
 
 def fresh_metrics_dir() -> str:

@@ -229,6 +229,7 @@ SECTIONS: dict[str, dict[str, tuple[Parser, str]]] = {
         "worker_class": (_text, "gthread"),
         "trusted_proxies": (_non_negative_int, "0"),
         "reuse_port": (_bool, "false"),
+        "fair_accept": (_bool, "true"),
     },
     "cors": {
         "allow_origins": (_origins, ""),
@@ -288,6 +289,7 @@ class ServerConfig:
     worker_class: str
     trusted_proxies: int
     reuse_port: bool = False
+    fair_accept: bool = True
 
 
 @dataclass(frozen=True)
