@@ -3,31 +3,31 @@
 ``RateBudget.charge`` counts one request of a client against ``[limits] per_client`` (the whole
 bridge) and, when the upstream has one, against that upstream's own ``per_client`` (shared by its CORS
 and JSONP paths), and raises ``RateLimited`` with ``Retry-After`` when either is spent. The counters
-are fixed windows kept by ``limits``' ``FixedWindowRateLimiter``: in the Redis that ``[cache] backend``
-names, so that every instance shares one budget, and otherwise in ``SharedCounters``, a table in
-shared memory made before gunicorn forks its workers, so that a budget is the whole instance's and
-never one per worker. When Redis fails, the bridge counts in that table until Redis answers again
-(logged once each way): requests neither fail nor go unlimited. This module decides who is over
-budget; it knows nothing about CORS, JSONP or how a refusal is rendered.
+are fixed windows counted through ``limits``' public ``Storage`` interface: in the Redis that
+``[cache] backend`` names, so that every instance shares one budget, and otherwise in
+``SharedCounters``, a table in shared memory made before gunicorn forks its workers, so that a budget
+is the whole instance's and never one per worker. When Redis fails, the bridge counts in that table
+until Redis answers again (logged once each way): requests neither fail nor go unlimited. This module
+decides who is over budget; it knows nothing about CORS, JSONP or how a refusal is rendered.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
 import mmap
+import multiprocessing
+import os
 import struct
-import tempfile
 import threading
 import time
 import weakref
-from typing import IO
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 
 from .config import Config, UpstreamConfig
 from .errors import RateLimited
@@ -40,6 +40,11 @@ REDIS_RETRY_AFTER = 2.0  # seconds between attempts while Redis is down
 COUNTER_SLOTS = 65536  # clients (per window and limit) the shared table holds at once: 2 MiB
 PROBES = 8  # slots looked at per key before the one closest to its window's end is reused
 _SLOT = struct.Struct("<16sdq")  # key digest, window end (epoch seconds), count
+KEY_MEMO_SIZE = 4096  # clients whose counter keys a rule remembers
+_PID = [os.getpid()]  # this process's pid, kept by the lock's holder field (fresh in each fork)
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+_HOLDER = struct.Struct("<q")  # the pid holding the lock, at the table's start
+LOCK_PATIENCE = 0.5  # seconds a waiter waits before it looks whether the holder is still alive
 
 
 class SharedCounters(Storage):
@@ -47,9 +52,11 @@ class SharedCounters(Storage):
 
     A key's digest picks a slot and the ``PROBES`` slots after it; a full neighbourhood reuses the
     slot whose window ends first (so a flood of made-up clients can only ever hand fresh budgets to
-    the clients it evicts, never take one away). Writers exclude each other with a POSIX record lock
-    on the table's file, which dies with a process killed while holding it, and with a thread lock
-    inside each process (record locks belong to processes, not threads).
+    the clients it evicts, never take one away). Writers exclude each other with one process-shared
+    semaphore, which neither takes a system call nor lets go of the GIL when it is free (a lock that
+    does, such as a file lock, convoys the request threads behind it). Its holder's pid is kept in the
+    table: a waiter that finds the holder gone (a worker killed inside the few microseconds it holds
+    it) releases it, so no budget ever waits for a dead process.
     """
 
     STORAGE_SCHEME = None  # made directly, never by a storage url
@@ -57,29 +64,37 @@ class SharedCounters(Storage):
     def __init__(self, slots: int = COUNTER_SLOTS) -> None:
         super().__init__()
         self.slots = slots
-        self._file = tempfile.TemporaryFile(prefix="jsonp-cors-bridge-budgets-")
-        self._file.truncate(slots * _SLOT.size)
-        self._table = mmap.mmap(self._file.fileno(), slots * _SLOT.size, flags=mmap.MAP_SHARED)
-        self._thread_lock = threading.Lock()
-        weakref.finalize(self, _close, self._table, self._file)
+        # The first slot's room holds the lock holder's pid; the counters follow it.
+        self._table = mmap.mmap(-1, (slots + 1) * _SLOT.size, flags=mmap.MAP_SHARED)
+        self._semaphore = multiprocessing.get_context("fork").Lock()
+        weakref.finalize(self, self._table.close)
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return OSError
 
     def _lock(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            fcntl.lockf(self._file, fcntl.LOCK_EX, 1)
-        except BaseException:
-            self._thread_lock.release()
-            raise
+        if self._semaphore.acquire(False):  # free: no system call, the GIL kept
+            _HOLDER.pack_into(self._table, 0, _PID[0])
+            return
+        while not self._semaphore.acquire(timeout=LOCK_PATIENCE):
+            holder = _HOLDER.unpack_from(self._table, 0)[0]
+            if holder and not _alive(holder):
+                log.warning("rate limits: worker %d died holding the budgets' lock; releasing it",
+                            holder)
+                _HOLDER.pack_into(self._table, 0, 0)
+                try:
+                    self._semaphore.release()
+                except ValueError:  # another waiter released it first
+                    pass
+        _HOLDER.pack_into(self._table, 0, _PID[0])
 
     def _unlock(self) -> None:
+        _HOLDER.pack_into(self._table, 0, 0)
         try:
-            fcntl.lockf(self._file, fcntl.LOCK_UN, 1)
-        finally:
-            self._thread_lock.release()
+            self._semaphore.release()
+        except ValueError:  # released for us while we were slow: the lock is free either way
+            pass
 
     def _find(self, digest: bytes, now: float) -> tuple[int | None, int]:
         """The offset of the key's live slot (or None), and the offset to take for it otherwise."""
@@ -87,7 +102,7 @@ class SharedCounters(Storage):
         start = int.from_bytes(digest[:8], "little")
         victim, victim_end = -1, math.inf
         for probe in range(PROBES):
-            offset = ((start + probe) % slots) * size
+            offset = ((start + probe) % slots + 1) * size
             slot_digest, window_end, _ = unpack(table, offset)
             if slot_digest == digest and window_end > now:
                 return offset, offset
@@ -99,15 +114,19 @@ class SharedCounters(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         digest = _digest(key)
         now = time.time()
+        table = self._table
+        offset = (int.from_bytes(digest[:8], "little") % self.slots + 1) * _SLOT.size
         self._lock()
         try:
-            live, free = self._find(digest, now)
-            if live is not None:
-                _, window_end, count = _SLOT.unpack_from(self._table, live)
-                _SLOT.pack_into(self._table, live, digest, window_end, count + amount)
-                return int(count + amount)
-            _SLOT.pack_into(self._table, free, digest, now + expiry, amount)
-            return amount
+            slot_digest, window_end, count = _SLOT.unpack_from(table, offset)
+            if slot_digest != digest or window_end <= now:  # not in its first slot: look further
+                live, offset = self._find(digest, now)
+                if live is None:
+                    _SLOT.pack_into(table, offset, digest, now + expiry, amount)
+                    return amount
+                slot_digest, window_end, count = _SLOT.unpack_from(table, offset)
+            _SLOT.pack_into(table, offset, digest, window_end, count + amount)
+            return int(count + amount)
         finally:
             self._unlock()
 
@@ -127,7 +146,7 @@ class SharedCounters(Storage):
     def reset(self) -> int | None:
         self._lock()
         try:
-            self._table[:] = bytes(len(self._table))
+            self._table[_SLOT.size:] = bytes(len(self._table) - _SLOT.size)
         finally:
             self._unlock()
         return None
@@ -143,11 +162,17 @@ class SharedCounters(Storage):
             self._unlock()
 
 
-def _close(table: mmap.mmap, file: IO[bytes]) -> None:
-    table.close()
-    file.close()
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process by now: not ours, so ours is gone
+        return False
+    return True
 
 
+@lru_cache(maxsize=KEY_MEMO_SIZE)
 def _digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
@@ -161,71 +186,99 @@ def redis_storage_uri(backend: str) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class Rule:
+    """One rate of one budget (``600/minute`` of the whole bridge, or of one upstream), and the
+    counter keys of recent clients (``limits``' own ``key_for``, remembered: a key names a client
+    and a window length, never a window, so it is the same for every request of that client)."""
+
+    item: RateLimitItem
+    scope: tuple[str, ...]  # ("client",) or ("upstream", NAME)
+    keys: dict[str, str] = field(default_factory=dict)
+    expiry: int = field(init=False)
+    amount: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.expiry, self.amount = self.item.get_expiry(), self.item.amount
+
+    def key_for(self, client: str) -> str:
+        key = self.keys.get(client)
+        if key is None:
+            if len(self.keys) >= KEY_MEMO_SIZE:
+                self.keys.clear()
+            key = self.keys[client] = self.item.key_for(KEY_PREFIX, *self.scope, client)
+        return key
+
+
 class RateBudget:
-    """The bridge's rate limits: ``charge`` a request, or learn it is over budget."""
+    """The bridge's rate limits: ``charge`` a request, or learn it is over budget.
+
+    A fixed window, counted as ``limits``' ``FixedWindowRateLimiter`` counts it (``Storage.incr`` of
+    the item's key and expiry, over budget past the item's amount), through ``limits``' public
+    ``Storage`` interface: Redis's storage, or the shared table.
+    """
 
     def __init__(self, config: Config, counters: SharedCounters | None = None) -> None:
-        self.bridge_limits: tuple[RateLimitItem, ...] = tuple(parse_many(config.limits.per_client)) \
+        bridge = tuple(Rule(item, ("client",)) for item in parse_many(config.limits.per_client)) \
             if config.limits.per_client else ()
-        self.upstream_limits: dict[str, tuple[RateLimitItem, ...]] = {
-            name: tuple(parse_many(u.per_client)) for name, u in config.upstreams.items() if u.per_client}
-        self.enabled = bool(self.bridge_limits or self.upstream_limits)
-        self._local: FixedWindowRateLimiter | None = None
-        self._shared: FixedWindowRateLimiter | None = None
+        self.rules: dict[str | None, tuple[Rule, ...]] = {None: bridge}
+        for name, upstream in config.upstreams.items():
+            own = tuple(Rule(item, ("upstream", name)) for item in parse_many(upstream.per_client)) \
+                if upstream.per_client else ()
+            self.rules[name] = bridge + own
+        self.enabled = any(self.rules.values())
+        self._local: Storage | None = None
+        self._shared: Storage | None = None
         self._redis_url = redis_storage_uri(config.cache.backend)
         self._redis_down = False
         self._retry_at = 0.0
         self._state_lock = threading.Lock()
         if self.enabled:
-            self._local = FixedWindowRateLimiter(counters or SharedCounters())
+            self._local = counters or SharedCounters()
             if self._redis_url is not None:
-                self._shared = FixedWindowRateLimiter(storage_from_string(
-                    self._redis_url, socket_timeout=REDIS_TIMEOUT,
-                    socket_connect_timeout=REDIS_TIMEOUT))
+                shared = storage_from_string(self._redis_url, socket_timeout=REDIS_TIMEOUT,
+                                             socket_connect_timeout=REDIS_TIMEOUT)
+                assert isinstance(shared, Storage)  # a redis:// url names the synchronous one
+                self._shared = shared
 
     def charge(self, client: str, upstream: UpstreamConfig | None = None) -> None:
         """Count one request of ``client`` (to ``upstream``, if any); RateLimited when over budget."""
         if not self.enabled:
             return
-        for item in self.bridge_limits:
-            self._hit(item, ("client", client))
-        if upstream is not None:
-            for item in self.upstream_limits.get(upstream.name, ()):
-                self._hit(item, ("upstream", upstream.name, client))
+        rules = self.rules.get(upstream.name if upstream is not None else None) or ()
+        for rule in rules:
+            key = rule.key_for(client)
+            storage = self._local if self._shared is None else self._storage()
+            assert storage is not None
+            try:
+                count = storage.incr(key, rule.expiry)
+            except Exception as exc:
+                if storage is self._local or not isinstance(exc, storage.base_exceptions):
+                    raise
+                self._went_down(exc)
+                storage = self._local_storage()
+                count = storage.incr(key, rule.expiry)
+            if count > rule.amount:
+                seconds = max(1, math.ceil(storage.get_expiry(key) - time.time()))
+                raise RateLimited(f"too many requests from this client ({rule.item}); try again in "
+                                  f"{seconds} s", headers=(("Retry-After", str(seconds)),))
 
     def reset(self) -> None:
         """Forget every count (for tests and for an operator's console)."""
-        for limiter in (self._local, self._shared):
-            if limiter is not None:
-                limiter.storage.reset()
+        for storage in (self._local, self._shared):
+            if storage is not None:
+                storage.reset()
 
-    def _hit(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> None:
-        limiter = self._limiter()
-        try:
-            allowed = limiter.hit(item, KEY_PREFIX, *identifiers)
-        except Exception as exc:
-            if limiter is self._local or not isinstance(exc, limiter.storage.base_exceptions):
-                raise
-            self._went_down(exc)
-            limiter = self._local_limiter()
-            allowed = limiter.hit(item, KEY_PREFIX, *identifiers)
-        if allowed:
-            return
-        reset_at = limiter.get_window_stats(item, KEY_PREFIX, *identifiers).reset_time
-        seconds = max(1, math.ceil(reset_at - time.time()))
-        raise RateLimited(f"too many requests from this client ({item}); try again in {seconds} s",
-                          headers=(("Retry-After", str(seconds)),))
-
-    def _local_limiter(self) -> FixedWindowRateLimiter:
+    def _local_storage(self) -> Storage:
         assert self._local is not None  # made whenever a limit is configured
         return self._local
 
-    def _limiter(self) -> FixedWindowRateLimiter:
-        """Redis's limiter while it answers, else the shared table's; once every
+    def _storage(self) -> Storage:
+        """Redis's storage while it answers, else the shared table; once every
         ``REDIS_RETRY_AFTER`` seconds of an outage one request tries Redis again."""
         shared = self._shared
         if shared is None:
-            return self._local_limiter()
+            return self._local_storage()
         if not self._redis_down:
             return shared
         with self._state_lock:
@@ -238,12 +291,12 @@ class RateBudget:
             log.warning("rate limits: redis at %s answers again; budgets are shared again",
                         _redacted(self._redis_url or ""))
             return shared
-        return self._local_limiter()
+        return self._local_storage()
 
     @staticmethod
-    def _answers(limiter: FixedWindowRateLimiter) -> bool:
+    def _answers(storage: Storage) -> bool:
         try:
-            return bool(limiter.storage.check())
+            return bool(storage.check())
         except Exception:  # still down: the shared table keeps counting
             return False
 
