@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 import cachetools
@@ -75,20 +74,6 @@ def primary_key(upstream: str, path: str, query: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
-# A hit's key is remembered for recent addresses, so it costs no JSON or hash; only short ones, so
-# that long urls a client makes up cannot fill memory (at most about KEY_MEMO_SIZE x KEY_MEMO_CHARS).
-KEY_MEMO_SIZE = 1024
-KEY_MEMO_CHARS = 512
-_remembered_primary_key = lru_cache(maxsize=KEY_MEMO_SIZE)(primary_key)
-
-
-def remembered_primary_key(upstream: str, path: str, query: str) -> str:
-    """``primary_key``, remembered for the last ``KEY_MEMO_SIZE`` short addresses."""
-    if len(path) + len(query) > KEY_MEMO_CHARS:
-        return primary_key(upstream, path, query)
-    return _remembered_primary_key(upstream, path, query)
-
-
 def bypass_reason(request: UpstreamRequest) -> str | None:
     """Why the cache stays out of this request (``fwd=method``: not a bodiless GET or HEAD;
     ``fwd=bypass``: the upstream's ttl is 0), or None when the cache answers it."""
@@ -126,15 +111,17 @@ def variant_key(primary: str, vary: Iterable[str], headers: Iterable[tuple[str, 
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=20).hexdigest()
 
 
-_remembered_variant_key = lru_cache(maxsize=KEY_MEMO_SIZE)(variant_key)
-
-
-def remembered_variant_key(primary: str, vary: tuple[str, ...],
-                           headers: tuple[tuple[str, str], ...]) -> str:
-    """``variant_key``, remembered for the last ``KEY_MEMO_SIZE`` requests with short headers."""
-    if sum(len(k) + len(v) for k, v in headers) > KEY_MEMO_CHARS:
-        return variant_key(primary, vary, headers)
-    return _remembered_variant_key(primary, vary, headers)
+def request_keys(request: UpstreamRequest, vary: tuple[str, ...] | None) -> tuple[str, str]:
+    """The primary and variant keys of a request as the cache sends it, kept on the request (the
+    road hands the gateway the same planned request again and again)."""
+    derived = request.derived
+    primary = derived.get(None)
+    if primary is None:
+        primary = derived[None] = primary_key(request.upstream.name, request.path, request.query)
+    key = derived.get(vary or ())
+    if key is None:
+        key = derived[vary or ()] = variant_key(primary, vary or (), request.headers)
+    return primary, key
 
 
 def response_vary(response: UpstreamResponse,

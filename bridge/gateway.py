@@ -29,9 +29,8 @@ from .cache import (
     new_entry,
     not_modified,
     not_modified_response,
-    remembered_primary_key,
-    remembered_variant_key,
     renewed_headers,
+    request_keys,
     response_vary,
     retention,
     status_forward,
@@ -44,6 +43,9 @@ from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 __all__ = ["CACHE_NAME", "Answer", "Gateway"]
 
+_SCRIPT_LOCK = Lock()  # taken once per answer that no entry holds, on its first JSONP read
+
+
 @dataclass
 class Answer:
     response: UpstreamResponse
@@ -52,7 +54,6 @@ class Answer:
     entry: CacheEntry | None = field(default=None, repr=False)  # the cache entry it was served from
     remember: Callable[[str], None] | None = field(default=None, repr=False)  # persists script JSON
     _script_json: str | None = field(default=None, repr=False)
-    _lock: Lock = field(default_factory=Lock, repr=False)
 
     def script_json(self, make: Callable[[bytes], str]) -> str:
         """The script-safe JSON text of the body, made once by ``make(body)``: once per cache entry
@@ -60,7 +61,7 @@ class Answer:
         if self.entry is not None:
             return self.entry.script_json_of(make, self.remember)
         if self._script_json is None:
-            with self._lock:
+            with _SCRIPT_LOCK:  # a collapsed answer is shared by the threads that waited for it
                 if self._script_json is None:
                     self._script_json = make(self.response.body)
         return self._script_json
@@ -130,9 +131,9 @@ class Gateway:
     def _look_up(cache: Cache, request: UpstreamRequest
                  ) -> tuple[str, tuple[str, ...] | None, str, CacheEntry | None, float]:
         """The request's primary key, the Vary stored for it, its variant key, entry and the time."""
-        primary = remembered_primary_key(request.upstream.name, request.path, request.query)
+        primary, _ = request_keys(request, ())
         vary = cache.store.get_vary(primary)
-        key = remembered_variant_key(primary, vary or (), request.headers)
+        _, key = request_keys(request, vary)
         return primary, vary, key, cache.store.get(key), cache.clock()
 
     def _entry_answer(self, entry: CacheEntry, key: str, status: str, now: float) -> Answer:

@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -55,27 +55,25 @@ def accepted_request_id(value: str | None) -> str | None:
     return None
 
 
-class _RequestIds:
-    """32 hex digits: 64 random bits drawn once per process, then a counter. Unique across workers
-    and restarts without a system call per request (``os.urandom`` per id was 4% of a cache hit's
-    samples under gunicorn in py-spy). An id names a request in logs; it is not a secret."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count()
-
-
-_ids = _RequestIds()
-# gunicorn forks its workers from a master that has already imported this module: each child
+# An id is 32 hex digits: 64 random bits drawn once per process, then a counter. Unique across
+# workers and restarts without a system call per request. An id names a request in logs; it is not a
+# secret. gunicorn forks its workers from a master that has already imported this module: each child
 # draws its own prefix, or two workers would hand out the same ids.
-os.register_at_fork(after_in_child=_ids.reset)
+_next_id: Iterator[str] = iter(())
+
+
+def _new_ids() -> None:
+    global _next_id
+    prefix = os.urandom(8).hex()
+    _next_id = map(f"{prefix}{{:016x}}".format, itertools.count())
+
+
+_new_ids()
+os.register_at_fork(after_in_child=_new_ids)
 
 
 def new_request_id() -> str:
-    return f"{_ids.prefix}{next(_ids.counter):016x}"
+    return next(_next_id)
 
 
 @lru_cache(maxsize=256)  # a few hundred distinct values at most: the ttl is the only number in them

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -59,9 +59,11 @@ NEVER_FORWARDED = frozenset({"cookie", "authorization", "host", "content-length"
                              "referer", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
                              "forwarded", "x-real-ip"})
 # Dropped from upstream answers: the bridge computes these itself (length, encoding after decoding,
-# CORS grants) or must never pass them on (cookies).
+# CORS grants), must never pass them on (cookies), or would be promising what it does not do (the
+# bridge never forwards Range nor serves part of an answer, so Accept-Ranges would be untrue).
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie", "set-cookie2", "content-length",
-                                         "content-encoding", "server", "x-powered-by", "alt-svc"}
+                                         "content-encoding", "server", "x-powered-by", "alt-svc",
+                                         "accept-ranges"}
 _PCHAR_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar, minus percent which quote() handles
 
 
@@ -73,6 +75,9 @@ class UpstreamRequest:
     query: str = ""  # the raw query string, as forwarded (proxy/forward.py)
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
+    # What the cache derives from this request (its keys), kept with it: the road plans one request
+    # per request shape and hands the same one to the gateway every time. No part of its equality.
+    derived: dict[object, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def url(self) -> str:

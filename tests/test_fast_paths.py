@@ -20,7 +20,8 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.cache import KEY_MEMO_CHARS, primary_key, remembered_primary_key
+from bridge.cache import primary_key, request_keys, variant_key
+from bridge.config import parse_config
 from bridge.cors import (
     GRANT_MEMO_SIZE,
     CorsPolicy,
@@ -33,7 +34,7 @@ from bridge.errors import InvalidPath
 from bridge.metrics import BridgeMetrics
 from bridge.observe import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
 from bridge.proxy.render import add_vary
-from bridge.upstream import PATH_MEMO_CHARS, checked_path, encode_rest, split_rest
+from bridge.upstream import PATH_MEMO_CHARS, UpstreamRequest, checked_path, encode_rest, split_rest
 
 
 @settings(max_examples=300)
@@ -142,18 +143,22 @@ def test_the_default_handler_writes_the_line_the_long_way_would(client: FlaskCli
 
 
 KEY_CASES = {
-    "plain": ("api", "items", ""),
-    "query": ("api", "items/1", "b=2&callback=cb&a=1"),
-    "long": ("api", "x" * (KEY_MEMO_CHARS + 1), "q=" + "y" * 10),
-    "long-query": ("api", "items", "&".join(f"k{n}=" + "v" * 40 for n in range(20))),
+    "plain": ("items", "", ()),
+    "query": ("items/1", "b=2&callback=cb&a=1", ()),
+    "vary": ("items", "q=1", ("accept-language",)),
+    "long": ("x" * 600, "q=" + "y" * 10, ("accept", "x-trace")),
 }
 
 
 @pytest.mark.parametrize("case", list(KEY_CASES))
-def test_a_remembered_primary_key_is_the_primary_key(case: str) -> None:
-    upstream, path, query = KEY_CASES[case]
-    for _ in range(2):  # the second time from the memo, when it is short enough to be kept
-        assert remembered_primary_key(upstream, path, query) == primary_key(upstream, path, query)
+def test_the_keys_kept_on_a_request_are_its_keys(case: str) -> None:
+    path, query, vary = KEY_CASES[case]
+    upstream = parse_config("[upstream:api]\nurl = http://h/\n", "t.ini", env={}).upstreams["api"]
+    request = UpstreamRequest(upstream, "GET", path, query,
+                              (("Accept", "application/json"), ("Accept-Language", "fr")))
+    primary = primary_key("api", path, query)
+    for _ in range(2):  # the second time from what the request keeps
+        assert request_keys(request, vary) == (primary, variant_key(primary, vary, request.headers))
 
 
 PATHS = {"plain": "data.json", "nested": "a/b/c.json", "trailing": "items/", "encoded": "caf%C3%A9/x%20y",

@@ -25,6 +25,7 @@ MAX_HEADER_BYTES = 16 * 1024
 # C0 controls and DEL: CR/LF split headers and logs, NUL truncates strings in C code downstream.
 _CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F))
 _CONTROL_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_KEYS = ("HTTP_", "CONTENT_TYPE", "CONTENT_LENGTH")  # the environ keys of request headers
 
 
 def has_control(text: str) -> bool:
@@ -123,8 +124,7 @@ class ProxyRequest:
     def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
         path, query = raw_target(environ)
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        headers = {key: value for key, value in environ.items()
-                   if key[:5] == "HTTP_" or key in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+        headers = {key: value for key, value in environ.items() if key.startswith(_HEADER_KEYS)}
         after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
         name, slash, rest = after.partition("/")
         return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), path, query,

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -55,6 +56,7 @@ SHAPE_MEMO_SIZE = 256
 SHAPE_MEMO_CHARS = 4096
 
 
+@lru_cache(maxsize=64)
 def status_line(status: int) -> str:
     """The status line werkzeug's ``Response`` writes for ``status`` ("404 NOT FOUND")."""
     return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
