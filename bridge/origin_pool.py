@@ -1,20 +1,16 @@
-"""Kept-alive HTTP/1.1 connections to one upstream origin, every new one through its address guard.
+"""Kept-alive connections to one upstream origin, every new one through its address guard.
 
-``http.client`` speaks the protocol (the request out; the status line, headers and a chunked or
-length-delimited body in). ``OriginPool`` keeps the idle connections of one origin for any thread to
-reuse, drops one the server closed while it idled, and opens each new one through ``AddressGuard``:
-the name is resolved by the bridge, every answer checked, and the socket connected to the checked
-address, while the Host header, TLS SNI and the certificate check keep using the name. ``decoder_for``
-undoes a gzip or deflate Content-Encoding a bounded piece at a time, so that a size cap counts decoded
-bytes. This replaces urllib3's pool and response layers, which were two fifths of a cache miss in the
-profile (its connection and response wrappers, header dicts, url parsing, retry and timeout objects)
-for nothing the bridge used. This module connects and reads; the upstream client decides what to send,
-how long to wait and which errors to report.
+``OriginPool`` keeps the idle ``http1.Connection`` objects of one origin for any thread to reuse,
+drops one the server closed while it idled, and opens each new one through ``AddressGuard``: the name
+is resolved by the bridge, every answer checked, and the socket connected to the checked address,
+while the Host header, TLS SNI and the certificate check keep using the name. ``decoder_for`` undoes
+a gzip or deflate Content-Encoding a bounded piece at a time, so that a size cap counts decoded
+bytes. This module connects and decodes; the upstream client decides what to send, how long to wait
+and which errors to report.
 """
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
 import ssl
@@ -22,45 +18,9 @@ import threading
 import weakref
 import zlib
 from collections.abc import Callable
-from typing import Any
 
+from .http1 import Connection, Overflow
 from .netguard import AddressGuard
-
-
-class _GuardedConnect:
-    """``connect`` through the guard: the checked addresses in order, the first that answers."""
-
-    bridge_guard: AddressGuard
-    host: str
-    port: int
-    timeout: float | None
-    sock: socket.socket | None
-
-    def _guarded_socket(self) -> socket.socket:
-        addresses = self.bridge_guard.addresses(self.host, self.port)  # raises on a refused name
-        for index, address in enumerate(addresses):
-            try:
-                sock = socket.create_connection((address, self.port), self.timeout)
-            except OSError:
-                if index == len(addresses) - 1:
-                    raise
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
-        raise AssertionError("unreachable: addresses is never empty")
-
-
-class GuardedHTTPConnection(_GuardedConnect, http.client.HTTPConnection):
-    def connect(self) -> None:
-        self.sock = self._guarded_socket()
-
-
-class GuardedHTTPSConnection(_GuardedConnect, http.client.HTTPSConnection):
-    bridge_context: ssl.SSLContext
-
-    def connect(self) -> None:
-        # Pinned to the checked address, verified against the name (SNI and certificate).
-        self.sock = self.bridge_context.wrap_socket(self._guarded_socket(), server_hostname=self.host)
 
 
 def _dropped(sock: socket.socket | None) -> bool:
@@ -80,35 +40,52 @@ class OriginPool:
 
     def __init__(self, guard: AddressGuard, scheme: str, host: str, port: int, size: int,
                  ca_certs: str | None = None) -> None:
-        self.host, self.port, self.size = host, port, size
-        self._idle: list[http.client.HTTPConnection] = []
+        if scheme not in ("http", "https"):
+            raise ValueError(f"no connections for scheme {scheme!r}")
+        self.guard, self.host, self.port, self.size = guard, host, port, size
+        bare = f"[{host}]" if ":" in host else host  # an IPv6 literal is bracketed in Host
+        default = 443 if scheme == "https" else 80
+        self.host_header = bare if port == default else f"{bare}:{port}"
+        self._context = ssl.create_default_context(cafile=ca_certs) if scheme == "https" else None
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         # A pool dropped with idle connections (an app rebuilt, a forked child's inherited one)
-        # closes them when it is collected, as urllib3's does.
+        # closes them when it is collected.
         weakref.finalize(self, _close_all, self._idle)
-        attributes: dict[str, Any] = {"bridge_guard": guard}
-        if scheme == "https":
-            attributes["bridge_context"] = ssl.create_default_context(cafile=ca_certs)
-            self._connection_class: type[http.client.HTTPConnection] = type(
-                "GuardedHTTPSConnection", (GuardedHTTPSConnection,), attributes)
-        elif scheme == "http":
-            self._connection_class = type("GuardedHTTPConnection", (GuardedHTTPConnection,), attributes)
-        else:
-            raise ValueError(f"no connections for scheme {scheme!r}")
 
-    def connection(self, connect_timeout: float) -> http.client.HTTPConnection:
-        """A kept-alive connection the server has not closed, else a new one (which connects on its
-        first request, within ``connect_timeout``)."""
+    def connection(self, connect_timeout: float) -> tuple[Connection, bool]:
+        """A kept-alive connection the server has not closed (and True), else a new one connected
+        within ``connect_timeout`` to the first checked address that answers (and False)."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._connection_class(self.host, self.port, timeout=connect_timeout)
+                return Connection(self._connect(connect_timeout)), False
             if not _dropped(conn.sock):
-                return conn
+                return conn, True
             conn.close()
 
-    def release(self, conn: http.client.HTTPConnection) -> None:
+    def _connect(self, timeout: float) -> socket.socket:
+        addresses = self.guard.addresses(self.host, self.port)  # raises on a refused name
+        for index, address in enumerate(addresses):
+            try:
+                sock = socket.create_connection((address, self.port), timeout)
+            except OSError:
+                if index == len(addresses) - 1:
+                    raise
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is None:
+                return sock
+            # Pinned to the checked address, verified against the name (SNI and certificate).
+            try:
+                return self._context.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        raise AssertionError("unreachable: addresses is never empty")
+
+    def release(self, conn: Connection) -> None:
         """Take back a connection whose answer was read to the end and may be reused."""
         with self._lock:
             if len(self._idle) < self.size:
@@ -121,7 +98,7 @@ class OriginPool:
             _close_all(self._idle)
 
 
-def _close_all(idle: list[http.client.HTTPConnection]) -> None:
+def _close_all(idle: list[Connection]) -> None:
     while idle:
         idle.pop().close()
 
@@ -146,10 +123,6 @@ def decoder_for(content_encoding: str | None) -> Decoder | None:
     if coding == "deflate":
         return _ZlibDecoder(zlib.MAX_WBITS, raw_fallback=True).decode
     raise DecodeError(f"a Content-Encoding the bridge does not undo ({coding[:40]!r})")
-
-
-class Overflow(Exception):
-    """More decoded bytes than the caller's limit."""
 
 
 class _ZlibDecoder:

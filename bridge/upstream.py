@@ -12,9 +12,7 @@ This module raises the typed errors of ``errors.py``; it knows nothing about COR
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import ssl
 import threading
 import time
@@ -36,8 +34,9 @@ from .errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
+from .http1 import Overflow, ProtocolError
 from .netguard import AddressGuard, Resolver, system_resolver
-from .origin_pool import DecodeError, OriginPool, Overflow, decoder_for
+from .origin_pool import DecodeError, OriginPool, decoder_for
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
 # Sent on every upstream request unless the upstream's configured headers say otherwise.
@@ -239,72 +238,27 @@ def timed_out(upstream: UpstreamConfig) -> UpstreamTimeout:
 _DEFAULT_NAMES = {name.lower(): name for name in DEFAULT_REQUEST_HEADERS}
 
 
-def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The headers sent upstream: the defaults, each replaced by a header of the same name in any
-    case (a configured User-Agent wins), then ``headers`` in order; a name given twice keeps the last
-    value, as a case-insensitive header dict would."""
-    sent = dict(DEFAULT_REQUEST_HEADERS)
+# Written by the transport itself (http1.py): never taken from a request's headers.
+TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def request_headers(headers: Iterable[tuple[str, str]], host: str) -> dict[str, str]:
+    """The headers sent upstream: Host (the upstream's name, not the checked address it is
+    connected to), the defaults, each replaced by a header of the same name in any case (a configured
+    User-Agent wins), then ``headers`` in order; a name given twice keeps the last value, as a
+    case-insensitive header dict would. The transport's own fields are never taken from ``headers``."""
+    sent = {"Host": host, **DEFAULT_REQUEST_HEADERS}
     names = dict(_DEFAULT_NAMES)  # lower-case name -> the spelling in ``sent``
     for name, value in headers:
         lowered = name.lower()
+        if lowered in TRANSPORT_HEADERS:
+            continue
         previous = names.get(lowered)
         if previous is not None:
             del sent[previous]
         names[lowered] = name
         sent[name] = value
     return sent
-
-
-def _read_body(response: http.client.HTTPResponse, sock: socket.socket | None,
-               upstream: UpstreamConfig, deadline: float, cap: int) -> bytes:
-    """Read the body within the cap and the total deadline, whatever pace the upstream keeps.
-
-    ``read1`` returns as soon as some bytes arrive, and the socket's timeout is cut to the time left
-    before every read, so an upstream that drips a byte at a time cannot stretch the answer past the
-    deadline. A gzip or deflate body is decoded here (the bridge drops Content-Encoding and sends its
-    own headers, so the body it keeps must be the plain one), never more than the cap at a time, so
-    the cap counts decoded bytes and a small bomb cannot balloon.
-    """
-    try:
-        decode = decoder_for(response.getheader("Content-Encoding"))
-    except DecodeError as exc:
-        raise UpstreamError(f"upstream {upstream.name!r} sent {exc}") from None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise timed_out(upstream)
-        if sock is not None:
-            sock.settimeout(remaining)
-        try:
-            chunk = response.read1(CHUNK)
-        except TimeoutError:
-            raise timed_out(upstream) from None
-        except (http.client.HTTPException, OSError) as exc:
-            raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
-                                f"({type(exc).__name__})") from None
-        piece = chunk
-        if decode is not None:
-            try:
-                piece = decode(chunk, cap - size)
-            except Overflow:
-                raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than {cap} "
-                                       "bytes") from None
-            except DecodeError:
-                raise UpstreamError(f"upstream {upstream.name!r} sent a body that does not decode as "
-                                    "its Content-Encoding says") from None
-        size += len(piece)
-        if size > cap:
-            raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than {cap} bytes")
-        if piece:
-            chunks.append(piece)
-        if not chunk:
-            if response.length:  # http.client's read1 ends quietly when the peer closes early
-                raise UpstreamError(f"upstream {upstream.name!r} broke off its answer "
-                                    f"({response.length} bytes short of its Content-Length)")
-            response.close()  # read to the end; the connection may carry the next request
-            return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -430,52 +384,75 @@ class UpstreamClient:
     def _exchange(self, upstream: UpstreamConfig, method: str, url: str,
                   headers: tuple[tuple[str, str], ...], body: bytes | None,
                   deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request and its answer on a pooled connection, every transport failure turned into
+        the bridge's typed errors here and only here."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise timed_out(upstream)
-        cap = self._limits.max_upstream_body
         origin, pool = self.pool_for(upstream)
         target = url[len(origin):]
         if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
             # upstream_url and within_base never make such a url; this is the last line anyway.
             raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
-        conn = pool.connection(min(remaining, upstream.timeout))
-        response: http.client.HTTPResponse | None = None
+        name = upstream.name
         try:
-            try:
-                if conn.sock is not None:  # kept alive: its timeout is the last request's
-                    conn.sock.settimeout(min(remaining, upstream.timeout))
-                conn.request(method, target, body=body, headers=request_headers(headers))
-                sock = conn.sock
-                if sock is not None:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                # Waiting for the answer is where a dripping upstream holds us: cut at the deadline.
-                WATCHDOG.attach_current(sock)
-                response = conn.getresponse()
-            except TimeoutError:
-                raise timed_out(upstream) from None
-            except ssl.SSLError:
-                raise UpstreamUnreachable(f"TLS handshake with upstream {upstream.name!r} "
-                                          "failed") from None
-            except (http.client.HTTPException, OSError):
-                raise UpstreamUnreachable(f"upstream {upstream.name!r} is unreachable") from None
-            response_headers = response.getheaders()
-            length = response.getheader("Content-Length", "")
-            if length.isdigit() and int(length) > cap:
-                raise UpstreamTooLarge(f"upstream {upstream.name!r} answered with more than "
-                                       f"{cap} bytes")
-            if method == "HEAD":
-                response.read()  # nothing comes; this ends the exchange
-                content = b""
-            else:
-                content = _read_body(response, sock, upstream, deadline, cap)
-        except BaseException:
-            if response is not None:
-                response.close()  # holds the socket open after http.client closed the connection
+            conn, _ = pool.connection(min(remaining, upstream.timeout))
+        except TimeoutError:
+            raise timed_out(upstream) from None
+        except ssl.SSLError:
+            raise UpstreamUnreachable(f"TLS handshake with upstream {name!r} failed") from None
+        except OSError:
+            raise UpstreamUnreachable(f"upstream {name!r} is unreachable") from None
+        sock = conn.sock
+
+        def before_read() -> None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+
+        sent = False
+        try:
+            before_read()
+            conn.send(method, target, request_headers(headers, pool.host_header), body)
+            sent = True
+            # Waiting for the answer is where a dripping upstream holds us: cut at the deadline.
+            WATCHDOG.attach_current(sock)
+            head = conn.read_head(method)
+            if head.length is not None and head.length > self._limits.max_upstream_body:
+                raise Overflow
+            decode = decoder_for(_header(head.headers, "content-encoding")) \
+                if method != "HEAD" else None
+            content, reusable = conn.read_body(head, method, self._limits.max_upstream_body, decode,
+                                               before_read)
+        except BaseException as exc:
             conn.close()  # a half-read or broken connection is never reused
-            raise
-        if response.will_close:
-            conn.close()
+            raise self._typed(exc, upstream, sent) from None
+        if reusable:
+            pool.release(conn)
         else:
-            pool.release(conn)  # read to the end: the connection goes back to the pool
-        return response.status, response_headers, content
+            conn.close()
+        return head.status, head.headers, content
+
+    def _typed(self, exc: BaseException, upstream: UpstreamConfig, answered: bool) -> BaseException:
+        """The bridge's error for what broke an exchange (requests' adapters do the same, in one place)."""
+        name = upstream.name
+        if isinstance(exc, TimeoutError):
+            return timed_out(upstream)
+        if isinstance(exc, Overflow):
+            return UpstreamTooLarge(f"upstream {name!r} answered with more than "
+                                    f"{self._limits.max_upstream_body} bytes")
+        if isinstance(exc, ProtocolError):
+            return UpstreamError(f"upstream {name!r} {exc}")
+        if isinstance(exc, DecodeError):
+            return UpstreamError(f"upstream {name!r} sent {exc}")
+        if isinstance(exc, ssl.SSLError):
+            return UpstreamUnreachable(f"TLS with upstream {name!r} failed")
+        if isinstance(exc, OSError):
+            return UpstreamError(f"upstream {name!r} broke off its answer ({type(exc).__name__})") \
+                if answered else UpstreamUnreachable(f"upstream {name!r} is unreachable")
+        return exc
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)

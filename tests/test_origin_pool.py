@@ -140,19 +140,24 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(
 
 
 def test_the_pool_keeps_at_most_its_size_idle() -> None:
-    pool = OriginPool(AddressGuard("p", True), "http", "127.0.0.1", 9, size=1)
-    first = pool.connection(1.0)
-    second = pool.connection(1.0)
-    assert first is not second and first.sock is None  # new: not connected yet
-    (first.sock, first_peer), (second.sock, second_peer) = socket.socketpair(), socket.socketpair()
-    with first_peer, second_peer:  # stand-ins for two connected, quiet servers
-        pool.release(first)
-        pool.release(second)
-        assert second.sock is None  # over the size: closed, not kept
-        again = pool.connection(1.0)
-        assert again is first  # kept alive
-        pool.release(again)
-        first_peer.close()  # the server hangs up while the connection idles
-        fresh = pool.connection(1.0)
-        assert fresh is not first and fresh.sock is None and first.sock is None
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    pool = OriginPool(AddressGuard("p", True), "http", "127.0.0.1", port, size=1)
+    with listener:
+        (first, reused), (second, _) = pool.connection(1.0), pool.connection(1.0)
+        assert first is not second and not reused  # both new, both connected
+        first_peer, _ = listener.accept()
+        second_peer, _ = listener.accept()
+        with first_peer, second_peer:  # stand-ins for two connected, quiet servers
+            pool.release(first)
+            pool.release(second)
+            assert second.sock.fileno() == -1  # over the size: closed, not kept
+            again, reused = pool.connection(1.0)
+            assert again is first and reused  # kept alive
+            pool.release(again)
+            first_peer.close()  # the server hangs up while the connection idles
+            time.sleep(0.05)
+            fresh, reused = pool.connection(1.0)
+            assert fresh is not first and not reused and first.sock.fileno() == -1
+            fresh.close()
     pool.close()
