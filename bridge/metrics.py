@@ -6,14 +6,20 @@ status; refusals; rate limits), upstream exchanges from ``UpstreamClient.observe
 the cache's ``on_event`` hook (hit, miss, stale, eviction and the rest of ``cache.EVENTS``). Under
 gunicorn with several workers
 each worker counts into its own files in ``PROMETHEUS_MULTIPROC_DIR`` (``app.py`` makes a fresh one and
-marks dead workers) and ``/metrics`` adds them up, so any worker answers for all of them. Labels only
-ever carry configured upstream names and the bridge's own codes, never a client-chosen string, so a
-client cannot grow the number of series. This module counts; it does not decide, log or alert.
+marks dead workers) and ``/metrics`` adds them up, so any worker answers for all of them. There, a
+counter's increment takes a lock and writes its file, so each worker gathers its increments in
+memory and adds them to the files every ``FLUSH_EVERY`` (and before it answers ``/metrics``, and at
+exit): a scrape sees another worker's requests at most that late. Labels only ever carry configured
+upstream names and the bridge's own codes, never a client-chosen string, so a client cannot grow the
+number of series. This module counts; it does not decide, log or alert.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+import time
 from typing import Any
 
 from flask import Flask, Response
@@ -25,6 +31,7 @@ from .observe import AccessRecord
 from .upstream import Exchange
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_EVERY = 1.0  # seconds a worker's increments wait, at most, before its counter files hold them
 # Loopback upstreams answer in about a millisecond, public APIs in tens to hundreds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -50,6 +57,38 @@ class BridgeMetrics:
         self._request_children: dict[tuple[str, str, int], Any] = {}
         # Present at zero from the start, so rate() works at once.
         self._event_children = {event: self.cache_events.labels(event) for event in CACHE_EVENTS}
+        # Multiprocess mode: increments gathered here, added to the files by ``flush``.
+        self._gathered: dict[Any, int] | None = {} if multiprocess_dir is not None else None
+        self._gathered_lock = threading.Lock()
+        self._flusher_pid = 0
+        if self._gathered is not None:
+            atexit.register(self.flush)
+
+    def _inc(self, child: Any) -> None:
+        gathered = self._gathered
+        if gathered is None:
+            child.inc()
+            return
+        with self._gathered_lock:
+            gathered[child] = gathered.get(child, 0) + 1
+        if self._flusher_pid != os.getpid():  # the first count of this process (gunicorn forks)
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_often, name="metrics", daemon=True).start()
+
+    def _flush_often(self) -> None:
+        pid = os.getpid()
+        while self._flusher_pid == pid:
+            time.sleep(FLUSH_EVERY)
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the increments gathered in this process to its counters' files."""
+        if self._gathered is None:
+            return
+        with self._gathered_lock:
+            gathered, self._gathered = self._gathered, {}
+        for child, amount in gathered.items():
+            child.inc(amount)
 
     def record_access(self, record: AccessRecord) -> None:
         key = (record.kind, record.upstream, record.status)
@@ -57,11 +96,11 @@ class BridgeMetrics:
         if child is None:
             child = self._request_children[key] = self.requests.labels(record.kind, record.upstream,
                                                                         str(record.status))
-        child.inc()
+        self._inc(child)
         if record.status == 429:
-            self.rate_limited.labels(record.kind, record.upstream).inc()
+            self._inc(self.rate_limited.labels(record.kind, record.upstream))
         if record.error:
-            self.refused.labels(record.kind, record.error).inc()
+            self._inc(self.refused.labels(record.kind, record.error))
 
     def record_exchange(self, exchange: Exchange) -> None:
         outcome = str(exchange.status) if exchange.status is not None else exchange.error
@@ -71,11 +110,12 @@ class BridgeMetrics:
         """The cache's event hook (``cache.EVENTS``: hit, miss, stale, eviction, ...); others ignored."""
         child = self._event_children.get(name)
         if child is not None:
-            child.inc()
+            self._inc(child)
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
+        self.flush()
         # Every worker's files, summed: a scrape reaching any one worker sees the whole server.
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)

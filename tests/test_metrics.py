@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import create_app
 from bridge.cache import Cache
-from bridge.metrics import BridgeMetrics
+from bridge.metrics import FLUSH_EVERY, BridgeMetrics
 from bridge.observe import AccessRecord
 from tests.conftest import config_text
 from tests.upstream_server import Reply, Seen, UpstreamServer
@@ -202,7 +202,8 @@ def test_two_gunicorn_workers_are_summed_in_one_exposition(two_worker_bridge: tu
                             timeout=10).status_code == 200
     release.set()
     holder.join(20)
-    # Whichever worker answers the scrape, it reports both workers' counts.
+    # Whichever worker answers the scrape, it reports both workers' counts, each within FLUSH_EVERY.
+    time.sleep(FLUSH_EVERY + 0.5)
     for _ in range(4):
         text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=10).text
         assert sample(text, "bridge_requests_total", kind="cors", upstream="api", status="200") == 11
