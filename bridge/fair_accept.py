@@ -73,16 +73,26 @@ class FairThreadWorker(ThreadWorker):
 
     table: WorkerTable | None = None  # set in the master before the workers fork (app.py)
     _row = -1
+    _pid = 0
+    _published = (-1, 0.0)  # the count last published, and when
 
     def init_process(self) -> None:
         if self.table is not None:
-            self._row = self.table.claim(os.getpid())
+            self._pid = os.getpid()
+            self._row = self.table.claim(self._pid)
         super().init_process()
 
     def notify(self) -> None:
+        """gunicorn's heartbeat, once per turn of the worker's loop: the count is published when it
+        changed, and at least every second so that the row stays alive."""
         super().notify()
-        if self.table is not None:
-            self.table.publish(self._row, os.getpid(), self.nr_conns)
+        table = self.table
+        if table is not None:
+            count, (published, at) = self.nr_conns, self._published
+            now = table.clock()
+            if count != published or now - at > 1.0:
+                table.publish(self._row, self._pid, count)
+                self._published = (count, now)
 
     def accept(self, listener: Any) -> None:
         table = self.table
@@ -96,7 +106,8 @@ class FairThreadWorker(ThreadWorker):
                 waited += DEFER_STEP
         super().accept(listener)
         if table is not None:
-            table.publish(self._row, os.getpid(), self.nr_conns)
+            table.publish(self._row, self._pid, self.nr_conns)
+            self._published = (self.nr_conns, table.clock())
 
 
 def worker_exited(pid: int) -> None:
