@@ -27,11 +27,11 @@ $(NODE_STAMP): legacy_client/package.json legacy_client/package-lock.json
 
 run: install
 	@DEMO_URL=$(DEMO_URL) $(BIN)/python app.py --config wsgi.ini --check
-	@$(BIN)/python -m bridge.demo --bind $(DEMO_BIND) & demo=$$!; \
-	DEMO_URL=$(DEMO_URL) $(BIN)/python -m bridge.page --config wsgi.ini --bind $(PAGE_BIND) \
+	@$(BIN)/python -m bridge.site.demo --bind $(DEMO_BIND) & demo=$$!; \
+	DEMO_URL=$(DEMO_URL) $(BIN)/python -m bridge.site.page --config wsgi.ini --bind $(PAGE_BIND) \
 		--bridge http://$(BRIDGE_BIND) & page=$$!; \
 	trap 'kill $$demo $$page 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/python -m bridge.demo --bind $(DEMO_BIND) --wait 60 || exit 1; \
+	$(BIN)/python -m bridge.site.demo --bind $(DEMO_BIND) --wait 60 || exit 1; \
 	echo ""; \
 	echo "  bridge:        http://$(BRIDGE_BIND)/   (try: curl http://$(BRIDGE_BIND)/cors/demo/)"; \
 	echo "  demo upstream: $(DEMO_URL)"; \

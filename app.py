@@ -66,7 +66,7 @@ def worker_class(config: Config, workers: int, reuse_port: bool) -> Any:
     in the master, before they fork."""
     if config.server.worker_class != "gthread" or not config.server.fair_accept or reuse_port:
         return config.server.worker_class
-    from bridge.fair_accept import FairThreadWorker, WorkerTable
+    from bridge.ops.fair_accept import FairThreadWorker, WorkerTable
 
     FairThreadWorker.table = WorkerTable(rows=2 * workers + 2)  # room for replacements
     return FairThreadWorker
@@ -75,7 +75,7 @@ def worker_class(config: Config, workers: int, reuse_port: bool) -> Any:
 def _mark_worker_dead(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    from bridge.fair_accept import worker_exited
+    from bridge.ops.fair_accept import worker_exited
 
     multiprocess.mark_process_dead(worker.pid)
     worker_exited(worker.pid)
@@ -189,7 +189,7 @@ def serve(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("explain", "probe"):
-        from bridge.cli import main as cli_main
+        from bridge.site.cli import main as cli_main
 
         raise SystemExit(cli_main(argv))
     serve(argv)

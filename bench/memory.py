@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge import create_app  # noqa: E402
 from bridge.config import load_config  # noqa: E402
-from bridge.upstream import UpstreamRequest  # noqa: E402
+from bridge.upstream.message import UpstreamRequest  # noqa: E402
 
 
 def rss_bytes() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .cors import CorsPolicy, OriginPattern, parse_origin_pattern
+from .policy.cors import CorsPolicy, OriginPattern, parse_origin_pattern
 
 DEFAULT_EXPOSE_HEADERS = ("ETag", "Cache-Status", "Age", "X-Request-ID", "Retry-After")
 MAX_AGE_CAP = 7200  # Chromium caps Access-Control-Max-Age at 2 hours; more is a promise nobody keeps

@@ -11,8 +11,10 @@ import json
 import resource
 import tracemalloc
 
-from bridge.cache import MemoryStore, new_entry, primary_key, variant_key
-from bridge.upstream import UpstreamResponse
+from bridge.cache import MemoryStore
+from bridge.cache.entry import new_entry
+from bridge.cache.key import primary_key, variant_key
+from bridge.upstream.message import UpstreamResponse
 
 
 def rss_bytes() -> int:
@@ -52,12 +54,12 @@ def main() -> None:
         ), body)
         store.put(key, new_entry(key, response, 0.0, 60), 3600)
         if index % 1000 == 0:
-            peak_accounted = max(peak_accounted, store.accounted_bytes)
+            peak_accounted = max(peak_accounted, store.health()["bytes"])
     traced = tracemalloc.get_traced_memory()[0] - traced_before if args.trace else None
     tracemalloc.stop()
     print(json.dumps({
-        "keys": args.keys, "max_bytes": args.max_bytes, "entries": len(store),
-        "accounted_bytes": store.accounted_bytes, "peak_accounted_bytes": peak_accounted,
+        "keys": args.keys, "max_bytes": args.max_bytes, "entries": store.health()["entries"],
+        "accounted_bytes": store.health()["bytes"], "peak_accounted_bytes": peak_accounted,
         "traced_bytes": traced, "evictions": evictions,
         "rss_growth_bytes": rss_bytes() - rss_before,
     }))

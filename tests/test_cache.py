@@ -15,7 +15,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-import bridge.jsonp
+import bridge.policy.jsonp
 from bridge import create_app
 from bridge.cache import Cache
 from bridge.config import Config
@@ -442,13 +442,13 @@ def test_other_errors_are_never_stored(bridge_: Bridge, upstream: UpstreamServer
 def test_a_jsonp_hit_parses_no_json(bridge_: Bridge, upstream: UpstreamServer,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = bridge.jsonp.script_safe_json
+    real = bridge.policy.jsonp.script_safe_json
 
     def counted(body: bytes, max_depth: int = 64) -> str:
         calls.append(1)
         return real(body, max_depth)
 
-    monkeypatch.setattr(bridge.jsonp, "script_safe_json", counted)
+    monkeypatch.setattr(bridge.policy.jsonp, "script_safe_json", counted)
     upstream.route("/items", Reply(200, {"n": [1, 2, 3]}))
     bridge_.client.get("/cors/api/items")
     for index in range(5):
@@ -547,7 +547,8 @@ def test_healthz_reports_the_cache(bridge_: Bridge, backend: str) -> None:
         assert health["cache"]["backend"] == "memory"
         assert health["cache"]["max_bytes"] == 64 * 1024 * 1024
     else:
-        assert health["cache"] == {"backend": "redis", "redis": "up"}
+        assert {k: health["cache"][k] for k in ("backend", "redis")} == {"backend": "redis", "redis": "up"}
+    assert (health["cache"]["fetching"], health["cache"]["waiting"]) == (0, 0)  # this process's herd
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from bridge.cache import MemoryStore, new_entry
-from bridge.upstream import UpstreamResponse
+from bridge.cache import MemoryStore
+from bridge.cache.entry import new_entry
+from bridge.upstream.message import UpstreamResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -48,8 +49,8 @@ def test_accounted_bytes_cover_what_the_entries_really_allocate() -> None:
         allocated = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(store) == 5000
-    assert allocated <= store.accounted_bytes <= allocated * 2
+    assert store.health()["entries"] == 5000
+    assert allocated <= store.health()["bytes"] <= allocated * 2
 
 
 def test_least_recently_used_entries_go_first() -> None:
@@ -68,13 +69,25 @@ def test_least_recently_used_entries_go_first() -> None:
 def test_an_entry_larger_than_the_cache_is_not_stored() -> None:
     store = MemoryStore(1000)
     store.put("big", new_entry("big", response(0, size=5000), 0.0, 60), 60)
-    assert store.get("big") is None and store.accounted_bytes == 0
+    assert store.get("big") is None and store.health()["bytes"] == 0
 
 
 def test_the_script_json_is_accounted_once_made() -> None:
     store = MemoryStore(64 * MIB)
     entry = new_entry("k", response(0), 0.0, 60)
     store.put("k", entry, 60)
-    before = store.accounted_bytes
-    entry.script_json_of(lambda body: body.decode(), lambda text: store.remember_script_json("k", entry))
-    assert store.accounted_bytes > before + len(entry.response.body)
+    before = store.health()["bytes"]
+    entry.script_json_of(lambda body: body.decode(), lambda text: store.put("k", entry, 60, replacing=entry))
+    assert store.health()["bytes"] > before + len(entry.response.body)
+
+
+def test_an_entry_written_again_is_never_revived_nor_put_over_another() -> None:
+    store = MemoryStore(64 * MIB)
+    first, second = new_entry("k", response(0), 0.0, 60), new_entry("k", response(1), 1.0, 60)
+    store.put("k", first, 60)
+    store.put("k", second, 60)  # replaced meanwhile (a refresh)
+    store.put("k", first, 60, replacing=first)
+    assert store.get("k") is second
+    store.delete("k")  # or deleted (a purge, a no-store)
+    store.put("k", second, 60, replacing=second)
+    assert store.get("k") is None

@@ -6,21 +6,18 @@ import threading
 
 import pytest
 
-from bridge.cache import (
-    SingleFlight,
+from bridge.cache import SingleFlight
+from bridge.cache.freshness import (
     cache_control,
     freshness_lifetime,
     not_modified,
-    primary_key,
     renewed_headers,
-    response_vary,
     retention,
-    status_forward,
-    status_hit,
     storable_lifetime,
-    variant_key,
 )
-from bridge.upstream import UpstreamResponse
+from bridge.cache.key import primary_key, response_vary, variant_key
+from bridge.cache.status import CacheStatus, forwarded_status, hit_status
+from bridge.upstream.message import UpstreamResponse
 
 
 def answer(status: int = 200, **headers: str) -> UpstreamResponse:
@@ -182,14 +179,21 @@ def test_only_a_200_is_answered_not_modified() -> None:
 # --- Cache-Status (RFC 9211) ---
 
 
-def test_cache_status_values() -> None:
-    assert status_hit(42.7) == "jsonp-cors-bridge; hit; ttl=42"
-    assert status_hit(-3, "stale-if-error") == "jsonp-cors-bridge; hit; ttl=-3; detail=stale-if-error"
-    assert status_forward("uri-miss", stored=True, ttl=60) == \
-        "jsonp-cors-bridge; fwd=uri-miss; stored; ttl=60"
-    assert status_forward("stale", fwd_status=304, stored=True, ttl=5) == \
-        "jsonp-cors-bridge; fwd=stale; fwd-status=304; stored; ttl=5"
-    assert status_forward("bypass") == "jsonp-cors-bridge; fwd=bypass"
+@pytest.mark.parametrize(("status", "text", "outcome"), [
+    (hit_status(42.7), "jsonp-cors-bridge; hit; ttl=42", "hit"),
+    (hit_status(-3, "stale-if-error"), "jsonp-cors-bridge; hit; ttl=-3; detail=stale-if-error", "stale"),
+    (hit_status(9).shared(), "jsonp-cors-bridge; hit; ttl=9; collapsed", "hit"),
+    (forwarded_status("uri-miss", stored=True, ttl=60), "jsonp-cors-bridge; fwd=uri-miss; stored; ttl=60",
+     "miss"),
+    (forwarded_status("stale", fwd_status=304, stored=True, ttl=5),
+     "jsonp-cors-bridge; fwd=stale; fwd-status=304; stored; ttl=5", "miss"),
+    (forwarded_status("bypass"), "jsonp-cors-bridge; fwd=bypass", "miss"),
+], ids=["hit", "served-stale", "collapsed", "stored", "revalidated", "bypass"])
+def test_a_cache_status_renders_itself_and_names_its_outcome(status: CacheStatus, text: str,
+                                                             outcome: str) -> None:
+    """RFC 9211's text for the response, and the outcome the access log and metrics count,
+    both read off the one value: nobody parses the text back."""
+    assert (str(status), status.outcome) == (text, outcome)
 
 
 # --- single-flight ---
@@ -224,7 +228,7 @@ def test_single_flight_runs_once_for_fifty_waiters() -> None:
     assert {r for r, _ in results} == {"answer"}
     assert len(calls) == 1
     assert sum(1 for _, leader in results if leader) == 1
-    assert len(flight) == 0
+    assert flight.under_way() == 0
 
 
 def test_single_flight_shares_the_error_and_forgets_the_key() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-import bridge.jsonp
+import bridge.policy.jsonp
 from tests.conftest import config_text
 from tests.live import LiveServer
 from tests.redis_server import RedisServer, free_port
@@ -40,8 +40,8 @@ def test_two_bridges_share_entries_and_script_json(make_bridge: Callable[..., Br
     one, two = make_bridge(clock=clock), make_bridge(clock=clock)
     assert one.cache is not two.cache
     calls: list[int] = []
-    real = bridge.jsonp.script_safe_json
-    monkeypatch.setattr(bridge.jsonp, "script_safe_json",
+    real = bridge.policy.jsonp.script_safe_json
+    monkeypatch.setattr(bridge.policy.jsonp, "script_safe_json",
                         lambda body, depth=64: calls.append(1) or real(body, depth))
     upstream.route("/items", Reply(200, {"n": 1}))
     assert one.client.get("/jsonp/api/items?callback=a").status_code == 200
@@ -66,7 +66,7 @@ def test_concurrent_misses_across_instances_are_one_upstream_request(
         if not held.is_set():
             held.set()
             for _ in range(10_000):
-                if all(len(b.cache.flight) == 1 and b.cache.flight.waiting() == 9 for b in bridges):
+                if all(b.cache.flight.under_way() == 1 and b.cache.flight.waiting() == 9 for b in bridges):
                     break
                 threading.Event().wait(0.001)
         return Reply(200, {"slow": True})
@@ -123,7 +123,7 @@ def test_redis_going_away_costs_no_request(make_bridge: Callable[..., Bridge],
         bridge_.client.get("/cors/api/items")
         assert cache_status(bridge_.client.get("/cors/api/items")).startswith("jsonp-cors-bridge; hit")
         own.stop()
-        caplog.set_level(logging.WARNING, logger="bridge.cache")
+        caplog.set_level(logging.WARNING, logger="bridge.cache.redis")
         for index in range(3):
             response = bridge_.client.get(f"/jsonp/api/items?callback=cb{index}")
             assert response.status_code == 200
@@ -132,7 +132,8 @@ def test_redis_going_away_costs_no_request(make_bridge: Callable[..., Bridge],
         assert upstream.count("/items") == 4  # served from the upstream while Redis is away
         health = bridge_.client.get("/healthz")
         assert health.status_code == 200
-        assert health.get_json()["cache"] == {"backend": "redis", "redis": "down"}
+        cache = health.get_json()["cache"]
+        assert (cache["backend"], cache["redis"]) == ("redis", "down")
         warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
         assert len(warnings) == 1
         assert bridge_.events.count("redis_down") == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.site.cli import main
 from tests.browser_fetch import browser_fetch
 from tests.conftest import ALLOWED, config_text
 from tests.live import LiveServer

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.client_asset import ClientAssetMissing, read_library
+from bridge.site.client_asset import ClientAssetMissing, read_library
 
 LIBRARY = Path(__file__).resolve().parent.parent / "legacy_client" / "legacy-client.js"
 

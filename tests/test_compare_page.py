@@ -16,8 +16,8 @@ import pytest
 
 from bridge import create_app
 from bridge.config import load_config, parse_config
-from bridge.demo import create_demo_app
-from bridge.page import SCENARIOS, create_page_app
+from bridge.site.demo import create_demo_app
+from bridge.site.page import SCENARIOS, create_page_app
 from tests.browser_fetch import BLOCKED
 from tests.live import LiveServer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.cors import (
+from bridge.policy.cors import (
     CorsPolicy,
     grant_headers,
     origin_allowed,

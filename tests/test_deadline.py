@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from bridge.deadline import Watchdog
+from bridge.upstream.deadline import Watchdog
 
 
 def test_a_blocked_read_is_cut_when_the_deadline_passes() -> None:

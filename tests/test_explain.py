@@ -11,16 +11,9 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.explain import (
-    BrowserRequest,
-    Observed,
-    check_access,
-    check_preflight,
-    classify,
-    error_reason,
-    safelist_problem,
-    unsafe_header_names,
-)
+from bridge.policy.browser import BrowserRequest, classify
+from bridge.policy.fetch import Observed, check_access, check_preflight, safelist_problem, unsafe_header_names
+from bridge.policy.messages import error_reason
 from tests.browser_fetch import BLOCKED, browser_fetch
 from tests.conftest import ALLOWED
 from tests.live import LiveServer

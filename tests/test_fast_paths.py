@@ -20,9 +20,12 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.cache import primary_key, request_keys, variant_key
+from bridge.cache.key import primary_key, request_keys, variant_key
 from bridge.config import parse_config
-from bridge.cors import (
+from bridge.errors import InvalidPath
+from bridge.ops.access import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
+from bridge.ops.metrics import BridgeMetrics
+from bridge.policy.cors import (
     GRANT_MEMO_SIZE,
     CorsPolicy,
     grant_headers,
@@ -30,11 +33,9 @@ from bridge.cors import (
     origin_allowed,
     parse_origin_pattern,
 )
-from bridge.errors import InvalidPath
-from bridge.metrics import BridgeMetrics
-from bridge.observe import ACCESS_LOGGER, AccessRecord, _BareLines, access_line
+from bridge.policy.paths import PATH_MEMO_CHARS, checked_path, encode_rest, split_rest
 from bridge.proxy.render import add_vary
-from bridge.upstream import PATH_MEMO_CHARS, UpstreamRequest, checked_path, encode_rest, split_rest
+from bridge.upstream.message import UpstreamRequest
 
 
 @settings(max_examples=300)

@@ -1,4 +1,5 @@
-"""The worker handoff (handoff.py): a lock per key across processes, and the entry its holder leaves."""
+"""The worker handoff (cache/handoff.py, through herd.LocalLocks): a lock per key across processes,
+and the entry its holder leaves."""
 
 from __future__ import annotations
 
@@ -10,28 +11,34 @@ import pytest
 from flask import Flask
 
 from bridge import create_app
-from bridge.cache import Cache, MemoryStore, entry_from_bytes, entry_to_bytes, new_entry
-from bridge.config import Config
-from bridge.handoff import MAX_SHARED, WorkerHandoff
-from bridge.upstream import UpstreamResponse
+from bridge.cache import Cache, CacheEntry, MemoryStore
+from bridge.cache.entry import new_entry
+from bridge.cache.handoff import MAX_SHARED, WorkerHandoff
+from bridge.cache.herd import LocalLocks
+from bridge.cache.serialize import entry_from_bytes, entry_to_bytes
+from bridge.config import Config, parse_config
+from bridge.upstream.message import UpstreamResponse
 from tests.forking import in_forked_child
 from tests.upstream_server import Reply, UpstreamServer
 
 
-def entry(body: bytes = b'{"a": 1}', key: str = "k") -> object:
+def entry(body: bytes = b'{"a": 1}', key: str = "k") -> CacheEntry:
     response = UpstreamResponse(200, (("Content-Type", "application/json"), ("ETag", '"e"')), body)
-    return new_entry(key, response, 1_000.0, 60, ("accept-language",), '{"a":1}')
+    return new_entry(key, response, 1_000.0, 60, ("accept-language",), '{"a":1}', retain_until=1_100.0)
+
+
+def memory_cache(clock: Callable[[], float], handoff: WorkerHandoff) -> Cache:
+    config = parse_config("[upstream:a]\nurl = http://h/\n", "t.ini", env={})
+    return Cache(config.cache, MemoryStore(1 << 20, clock=clock), clock, locks=LocalLocks(handoff))
 
 
 def test_an_entry_survives_the_trip_through_bytes() -> None:
     original = entry()
-    shared = entry_from_bytes("k", entry_to_bytes(original, 1_100.0), now=1_010.0)  # type: ignore[arg-type]
-    assert shared is not None and shared.retain_until == 1_100.0
-    got = shared.entry
+    got = entry_from_bytes("k", entry_to_bytes(original), now=1_010.0)
+    assert got is not None and got.retain_until == 1_100.0
     assert (got.response, got.stored_at, got.lifetime, got.vary, got.script_json) == (
-        original.response, original.stored_at, original.lifetime, original.vary,  # type: ignore[attr-defined]
-        original.script_json)  # type: ignore[attr-defined]
-    assert entry_from_bytes("k", entry_to_bytes(original, 1_100.0), now=1_200.0) is None  # type: ignore[arg-type]
+        original.response, original.stored_at, original.lifetime, original.vary, original.script_json)
+    assert entry_from_bytes("k", entry_to_bytes(original), now=1_200.0) is None
     for junk in (b"", b"not json\nxx", b'[["m", 5]]\n{}', b'[["m", 99]]\n' + b"x" * 10):
         assert entry_from_bytes("k", junk, now=1_010.0) is None
 
@@ -71,22 +78,23 @@ def test_only_small_entries_are_handed_over_and_only_to_their_own_key() -> None:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_the_memory_store_takes_over_what_another_worker_stored() -> None:
     clock = [1_000.0]
-    store = MemoryStore(1 << 20, clock=lambda: clock[0], handoff=WorkerHandoff())
+    cache = memory_cache(lambda: clock[0], WorkerHandoff())
     fresh = entry()
 
     def worker() -> bytes:  # the holder: stores while holding the key's lock
-        assert store.acquire("k", 5) is not None
-        store.put("k", fresh, 100)  # type: ignore[arg-type]
-        store.release("k", "local")
+        token = cache.locks.acquire("k", 5)
+        assert token is not None
+        cache.keep("k", fresh)
+        cache.locks.release("k", token)
         return b"stored"
 
     assert in_forked_child(worker) == b"stored"
-    assert store.get("k") is None  # not in this process's own memory
-    taken = store.waited_for("k")
+    assert cache.entry("k") is None  # not in this process's own memory
+    taken = cache.waited_for("k")
     assert taken is not None and taken.response.body == b'{"a": 1}'
-    assert store.get("k") is not None  # kept here from now on
+    assert cache.entry("k") is not None  # kept here from now on
     clock[0] += 101
-    assert store.get("k") is None  # for no longer than its retention
+    assert cache.entry("k") is None  # for no longer than its retention
 
 
 def test_only_the_maker_removes_the_directory() -> None:
@@ -113,8 +121,9 @@ def test_a_worker_that_comes_after_the_fetch_takes_the_handed_over_entry(
     shared = WorkerHandoff()
 
     def worker() -> Flask:
-        store = MemoryStore(1 << 20, handoff=WorkerHandoff(shared.path))
-        return create_app(config, cache=Cache(config.cache, store))
+        store = MemoryStore(1 << 20)
+        return create_app(config, cache=Cache(config.cache, store,
+                                              locks=LocalLocks(WorkerHandoff(shared.path))))
 
     first, second = worker(), worker()
     assert "stored" in first.test_client().get("/cors/api/w").headers["Cache-Status"]
@@ -133,18 +142,21 @@ def test_without_a_writable_temporary_directory_the_bridge_starts_without_the_ha
     def refused(*args: object, **kwargs: object) -> str:
         raise PermissionError(13, "Permission denied", "/tmp/jsonp-cors-bridge-handoff-x")
 
-    monkeypatch.setattr("bridge.handoff.tempfile.mkdtemp", refused)
+    monkeypatch.setattr("bridge.cache.handoff.tempfile.mkdtemp", refused)
     cache = Cache.from_config(make_config())
-    assert isinstance(cache.store, MemoryStore) and cache.store.handoff is None
+    assert isinstance(cache.store, MemoryStore)
+    assert isinstance(cache.locks, LocalLocks) and cache.locks.handoff is None
     assert "no worker handoff" in caplog.text and "Permission denied" in caplog.text
 
 
 def test_an_entry_the_store_deletes_is_not_handed_over_any_more() -> None:
-    store = MemoryStore(1 << 20, clock=lambda: 1_000.0, handoff=WorkerHandoff())
-    other = WorkerHandoff(store.handoff.path)  # type: ignore[union-attr]  # another worker's view
-    assert store.acquire("k", 5) is not None
-    store.put("k", entry(), 100)  # type: ignore[arg-type]
-    store.release("k", "local")
+    handoff = WorkerHandoff()
+    cache = memory_cache(lambda: 1_000.0, handoff)
+    other = WorkerHandoff(handoff.path)  # another worker's view
+    token = cache.locks.acquire("k", 5)
+    assert token is not None
+    cache.keep("k", entry())
+    cache.locks.release("k", token)
     assert other.collect("k") is not None
-    store.delete("k")  # e.g. a revalidation answered no-store
+    cache.drop("k")  # e.g. a revalidation answered no-store
     assert other.collect("k") is None

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from bridge.config import Config
-from bridge.health import Health, probe_target, tcp_connect
+from bridge.ops.health import Health, probe_target, tcp_connect
 from tests.upstream_server import UpstreamServer
 
 

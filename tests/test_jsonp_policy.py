@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import InvalidCallback, UpstreamInvalidJson
-from bridge.jsonp import (
+from bridge.policy.jsonp import (
     callback_problem,
     envelope,
     json_depth,

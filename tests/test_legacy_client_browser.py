@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bridge.jsonp import callback_is_valid
+from bridge.policy.jsonp import callback_is_valid
 from tests.live import LiveServer
 from tests.upstream_server import Reply, UpstreamServer
 

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import create_app
 from bridge.cache import Cache
-from bridge.metrics import FLUSH_EVERY, BridgeMetrics
-from bridge.observe import AccessRecord
+from bridge.ops.access import AccessRecord
+from bridge.ops.metrics import FLUSH_EVERY, BridgeMetrics
 from tests.conftest import config_text
 from tests.upstream_server import Reply, Seen, UpstreamServer
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from bridge import create_app
 from bridge.config import parse_config
-from bridge.netguard import address_problem
+from bridge.upstream.netguard import address_problem
 from tests.upstream_server import Reply, UpstreamServer
 
 
@@ -245,7 +245,8 @@ def test_tls_is_verified_against_the_name_not_the_pinned_address(
     name, which SNI carries too; another name on the same address fails the handshake."""
     from bridge.config import parse_config
     from bridge.errors import UpstreamUnreachable
-    from bridge.upstream import UpstreamClient, UpstreamRequest
+    from bridge.upstream.client import UpstreamClient
+    from bridge.upstream.message import UpstreamRequest
 
     port, cert, names = tls_upstream
     dns = PlayedDns(["127.0.0.1"])

@@ -12,13 +12,7 @@ from flask.testing import FlaskClient
 
 from bridge import create_app
 from bridge.config import Config
-from bridge.observe import (
-    ACCESS_LOGGER,
-    AccessRecord,
-    accepted_request_id,
-    cache_outcome,
-    new_request_id,
-)
+from bridge.ops.access import ACCESS_LOGGER, AccessRecord, accepted_request_id, new_request_id
 from tests.forking import in_forked_child
 from tests.upstream_server import Reply, UpstreamServer
 
@@ -117,16 +111,6 @@ def test_one_access_line_per_request_with_every_field(client: FlaskClient, upstr
 ], ids=["missing", "ok", "too-long", "space", "header-injection"])
 def test_accepted_request_id(value: str | None, expected: str | None) -> None:
     assert accepted_request_id(value) == expected
-
-
-@pytest.mark.parametrize("value, outcome", [
-    (None, ""), ("jsonp-cors-bridge; hit", "hit"), ("jsonp-cors-bridge; hit; ttl=30", "hit"),
-    ("jsonp-cors-bridge; fwd=uri-miss", "miss"), ("jsonp-cors-bridge; fwd=stale", "miss"),
-    ("jsonp-cors-bridge; hit; ttl=-3; detail=stale-if-error", "stale"),
-    ("jsonp-cors-bridge; hit; ttl=9; collapsed", "hit"),
-], ids=["none", "hit", "hit-ttl", "miss", "revalidated", "served-stale", "collapsed"])
-def test_cache_outcome(value: str | None, outcome: str) -> None:
-    assert cache_outcome(value) == outcome
 
 
 def test_an_upstream_caches_hit_is_not_the_bridges(make_config: Callable[..., Config],

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 
-from bridge.netguard import AddressGuard
-from bridge.origin_pool import DecodeError, OriginPool, Overflow, decoder_for
+from bridge.upstream.coding import DecodeError, decoder_for
+from bridge.upstream.http1 import Overflow
+from bridge.upstream.netguard import AddressGuard
+from bridge.upstream.pool import OriginPool
 from tests.upstream_server import Reply, UpstreamServer
 
 TEXT = b'{"items": [' + b",".join(b'{"n": %d}' % i for i in range(400)) + b"]}"

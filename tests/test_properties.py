@@ -23,13 +23,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bridge.cache import as_cached, header_values, primary_key, variant_key
+from bridge.cache.key import as_cached, header_values, primary_key, variant_key
 from bridge.config import parse_config
-from bridge.cors import CorsPolicy, origin_allowed, parse_origin, parse_origin_pattern
 from bridge.errors import InvalidPath
-from bridge.jsonp import callback_is_valid
+from bridge.policy.cors import CorsPolicy, origin_allowed, parse_origin, parse_origin_pattern
+from bridge.policy.jsonp import callback_is_valid
+from bridge.policy.paths import encode_rest, split_rest, upstream_url
 from bridge.proxy.forward import HeaderRule, forwarded_query, forwarded_request
-from bridge.upstream import encode_rest, split_rest, upstream_url
 
 # --- callbacks ---
 

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from bridge.ratelimit import LOCK_PATIENCE, PROBES, SharedCounters
+from bridge.ops.ratelimit import LOCK_PATIENCE, PROBES, SharedCounters
 from tests.forking import in_forked_child
 
 KEY = "LIMITER/jsonp-cors-bridge/client/192.0.2.1/5/1/minute"

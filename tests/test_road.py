@@ -22,7 +22,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge import create_app
-from bridge.cache import _value_size, new_entry, pairs_size
+from bridge.cache.entry import new_entry, pairs_size
+from bridge.cache.memory import _value_size
 from bridge.config import Config
 from tests.conftest import ALLOWED, config_text
 from tests.test_server import free_port, start, stop, wait_ready

@@ -8,18 +8,11 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.errors import InvalidPath, UpstreamRedirect
+from bridge.policy.headers import filter_response_headers
+from bridge.policy.paths import encode_rest, split_rest, upstream_url, within_base
 from bridge.proxy.forward import HeaderRule, forwarded_headers
 from bridge.proxy.request import header_key
-from bridge.upstream import (
-    USER_AGENT,
-    UpstreamClient,
-    encode_rest,
-    filter_response_headers,
-    request_headers,
-    split_rest,
-    upstream_url,
-    within_base,
-)
+from bridge.upstream.client import USER_AGENT, UpstreamClient, request_headers
 from tests.upstream_server import Reply
 
 BASE = "http://127.0.0.1:9/api/v1/"

@@ -21,14 +21,10 @@ from functools import lru_cache
 from urllib.parse import quote, unquote_plus
 
 from ..config import UpstreamConfig
-from ..jsonp import CONTROL_PARAMS
-from ..upstream import (
-    FORWARDED_REQUEST_HEADERS,
-    HOP_BY_HOP,
-    NEVER_FORWARDED,
-    UpstreamRequest,
-    checked_path,
-)
+from ..policy.headers import FORWARDED_REQUEST_HEADERS, HOP_BY_HOP, NEVER_FORWARDED
+from ..policy.jsonp import CONTROL_PARAMS
+from ..policy.paths import checked_path
+from ..upstream.message import UpstreamRequest
 from .request import QUERY_MEMO_CHARS, header_key
 
 JSON = "application/json"

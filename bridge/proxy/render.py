@@ -18,16 +18,15 @@ from functools import lru_cache
 
 from werkzeug.http import parse_set_header
 
-from .. import jsonp as jsonp_policy
-from ..cache import pairs_size
-from ..cors import CorsPolicy, granted_headers
+from ..cache.entry import pairs_size
+from ..cache.status import CacheStatus
 from ..errors import BridgeError, error_body, error_headers
-from ..gateway import Answer
-from ..upstream import UpstreamResponse
+from ..policy import jsonp as jsonp_policy
+from ..policy.cors import CorsPolicy, granted_headers
+from ..policy.headers import SAFELISTED_RESPONSE_HEADERS
+from ..upstream.message import UpstreamResponse
+from .gateway import Answer
 
-# Response headers a page can read without being told (Fetch: CORS-safelisted response-header names).
-SAFELISTED_RESPONSE_HEADERS = frozenset({"cache-control", "content-language", "content-length",
-                                         "content-type", "expires", "last-modified", "pragma"})
 # Upstream answer headers worth passing on to a JSONP script; the rest describe the JSON, not it.
 JSONP_PASSED_HEADERS = frozenset({"cache-control", "expires", "last-modified", "cache-status"})
 JSONP_CONTENT_TYPE = "text/javascript; charset=utf-8"  # RFC 9239
@@ -46,7 +45,7 @@ class Reply:
     headers: list[tuple[str, str]]
     body: bytes = b""
     error: str = ""  # the bridge's refusal code, for the access record; "" for an upstream's answer
-    cache_status: str | None = field(default=None)  # the bridge's Cache-Status member, if any
+    cache_status: CacheStatus | None = field(default=None)  # the bridge's Cache-Status member
 
 
 @lru_cache(maxsize=256)
@@ -204,7 +203,7 @@ def _add_cache_fields(headers: list[tuple[str, str]], answer: Answer) -> None:
     """This answer's Cache-Status member, after the upstream's own (RFC 9211: nearest the user
     last), and the cache's Age."""
     if answer.cache_status:
-        headers.append(("Cache-Status", answer.cache_status))
+        headers.append(("Cache-Status", str(answer.cache_status)))
     if answer.age is not None:
         headers.append(("Age", str(answer.age)))
     elif (age := answer.response.header("age")) is not None:
@@ -226,6 +225,5 @@ def _unchanging(answer: Answer, slot: str, make: Callable[[UpstreamResponse], li
         if keep:
             setattr(entry, slot, kept)
             entry.size += pairs_size(kept)
-            if answer.remember is not None:
-                answer.remember("")
+            answer.renew_entry()
     return kept

@@ -22,9 +22,7 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
-from .. import jsonp as jsonp_policy
 from ..config import Config, UpstreamConfig
-from ..cors import CorsPolicy, origin_allowed, preflight_verdict
 from ..errors import (
     BadRequest,
     BridgeError,
@@ -36,12 +34,14 @@ from ..errors import (
     PayloadTooLarge,
     UnknownApi,
 )
-from ..gateway import Gateway
-from ..observe import AccessRecord, Recorder, accepted_request_id, cache_outcome, new_request_id
-from ..ratelimit import RateBudget
-from ..upstream import UpstreamRequest
+from ..ops.access import AccessRecord, Recorder, accepted_request_id, new_request_id
+from ..ops.ratelimit import RateBudget
+from ..policy import jsonp as jsonp_policy
+from ..policy.cors import CorsPolicy, origin_allowed, preflight_verdict
+from ..upstream.message import UpstreamRequest
 from . import render
 from .forward import HeaderRule, forwarded_request
+from .gateway import Gateway
 from .request import ProxyRequest, shape_problem
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class ProxyRoad:
         self.recorder.record(AccessRecord(
             request.method, "preflight" if kind == "cors" and request.is_preflight else kind,
             request.name if request.name in self.config.upstreams else "", reply.status,
-            cache_outcome(reply.cache_status), time.perf_counter() - started, request_id, reply.error))
+            reply.cache_status.outcome if reply.cache_status is not None else "",
+            time.perf_counter() - started, request_id, reply.error))
         return [body] if body else []
 
     # --- the steps, in order ---

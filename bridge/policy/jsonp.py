@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
 
-from .errors import InvalidCallback, UpstreamInvalidJson
+from ..errors import InvalidCallback, UpstreamInvalidJson
 
 # ES3 keywords and future reserved words, the ES5 and ES2015+ additions (strict mode and modules
 # included), and the literals that cannot be called.

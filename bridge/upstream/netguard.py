@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import UpstreamAddressRefused, UpstreamUnreachable
+from ..errors import UpstreamAddressRefused, UpstreamUnreachable
 
 # host, port -> the addresses to try, in order (strings such as "192.0.2.1" or "2001:db8::1")
 Resolver = Callable[[str, int], Sequence[str]]

@@ -28,7 +28,7 @@ class ClientAssetMissing(FileNotFoundError):
 
 def library_candidates() -> tuple[Path, ...]:
     return (
-        Path(__file__).resolve().parent.parent / "legacy_client" / LIBRARY_NAME,  # a checkout
+        Path(__file__).resolve().parents[2] / "legacy_client" / LIBRARY_NAME,  # a checkout
         Path.cwd() / "legacy_client" / LIBRARY_NAME,  # run from the repo root, package elsewhere
         Path(sys.prefix) / "share" / "jsonp-cors-bridge" / LIBRARY_NAME,  # pyproject data-files
     )

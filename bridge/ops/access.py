@@ -20,11 +20,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 from flask import Flask, Response, g, request
-
-from .cache import CACHE_NAME
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
@@ -74,34 +71,6 @@ os.register_at_fork(after_in_child=_new_ids)
 
 def new_request_id() -> str:
     return next(_next_id)
-
-
-@lru_cache(maxsize=256)  # a few hundred distinct values at most: the ttl is the only number in them
-def cache_outcome(cache_status: str | None) -> str:
-    """hit, stale or miss from an RFC 9211 ``Cache-Status`` value; "" when there is none."""
-    if not cache_status:
-        return ""
-    params = [p.strip().lower() for p in cache_status.split(";")[1:]]
-    # The gateway marks a stale-if-error serve as ``hit; detail=stale-if-error``; ``fwd=stale`` is a
-    # revalidation, a trip upstream, so a miss.
-    if any(p == "stale" or p.startswith("detail=stale") for p in params):
-        return "stale"
-    return "hit" if "hit" in params else "miss"
-
-
-def own_cache_status(values: list[str]) -> str | None:
-    """The bridge's own member of a response's ``Cache-Status`` field lines, or None.
-
-    An upstream behind a cache of its own sends its member too, and the bridge adds its member after
-    it (RFC 9211 section 2: the member closest to the user comes last). Only the bridge's member says
-    what the bridge did: an upstream cache's ``hit`` forwarded through the bridge is its miss.
-    """
-    for value in reversed(values):
-        for member in reversed(value.split(",")):
-            member = member.strip()
-            if member.split(";", 1)[0].strip().lower() == CACHE_NAME:
-                return member
-    return None
 
 
 _json_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for every str

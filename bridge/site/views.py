@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
-from .config import Config
-from .errors import BridgeError, error_response
-from .observe import ERROR_CODE
+from ..config import Config
+from ..errors import BridgeError, error_response
+from ..ops.access import ERROR_CODE
 
 core = Blueprint("core", __name__)
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import UpstreamConfig
-from .errors import BridgeError
-from .netguard import AddressGuard, Resolver, system_resolver
+from ..config import UpstreamConfig
+from ..errors import BridgeError
+from ..upstream.netguard import AddressGuard, Resolver, system_resolver
 
 PROBE_INTERVAL = 10.0  # seconds between two probes of one host and port
 PROBE_TIMEOUT = 1.0  # seconds a TCP connect may take before the target counts as unreachable

@@ -18,20 +18,11 @@ from typing import TextIO
 
 import requests
 
-from .config import ConfigError, load_config
-from .cors import parse_origin
-from .explain import (
-    CREDENTIALS_MODES,
-    BrowserRequest,
-    Observed,
-    Outgoing,
-    Send,
-    Step,
-    Verdict,
-    explain_bridge,
-    jsonp_verdict,
-    simulate_fetch,
-)
+from ..config import ConfigError, load_config
+from ..policy.browser import BrowserRequest, Outgoing, Send, Verdict, simulate_fetch
+from ..policy.cors import parse_origin
+from ..policy.fetch import CREDENTIALS_MODES, Observed, Step
+from .explain import explain_bridge, jsonp_verdict
 
 ALLOWED, BLOCKED, USAGE, UNREACHABLE = 0, 1, 2, 3
 PROBE_TIMEOUT = 10.0

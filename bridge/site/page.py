@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from flask import Flask, render_template
 
-from .config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, load_config
 
 
 @dataclass(frozen=True)

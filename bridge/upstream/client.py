@@ -17,26 +17,28 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import lru_cache
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from certifi import where as ca_bundle
 
-from .config import LimitsConfig, UpstreamConfig
-from .deadline import WATCHDOG
-from .errors import (
+from ..config import LimitsConfig, UpstreamConfig
+from ..errors import (
     BridgeError,
-    InvalidPath,
     UpstreamError,
     UpstreamRedirect,
     UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
+from ..policy.headers import TRANSPORT_HEADERS, filter_response_headers
+from ..policy.paths import redirect_target, within_base
+from .coding import DecodeError, decoder_for
+from .deadline import WATCHDOG
 from .http1 import Overflow, ProtocolError
+from .message import UpstreamRequest, UpstreamResponse
 from .netguard import AddressGuard, Resolver, system_resolver
-from .origin_pool import DecodeError, OriginPool, decoder_for
+from .pool import OriginPool
 
 USER_AGENT = "jsonp-cors-bridge/0.1"
 # Sent on every upstream request unless the upstream's configured headers say otherwise.
@@ -44,188 +46,6 @@ DEFAULT_REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, d
 POOL_SIZE = 16  # kept-alive connections per upstream host and worker
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
-
-# RFC 9110 section 7.6.1: hop-by-hop fields, never forwarded in either direction.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade",
-})
-# What a browser's request may pass on to an upstream; everything else stays at the bridge.
-FORWARDED_REQUEST_HEADERS = ("accept", "accept-language", "content-type", "if-none-match",
-                             "if-modified-since")
-# Never forwarded, even when configured: credentials belong to the bridge, not to the browser.
-NEVER_FORWARDED = frozenset({"cookie", "authorization", "host", "content-length", "origin",
-                             "referer", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                             "forwarded", "x-real-ip"})
-# Dropped from upstream answers: the bridge computes these itself (length, encoding after decoding,
-# CORS grants), must never pass them on (cookies), or would be promising what it does not do (the
-# bridge never forwards Range nor serves part of an answer, so Accept-Ranges would be untrue).
-DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie", "set-cookie2", "content-length",
-                                         "content-encoding", "server", "x-powered-by", "alt-svc",
-                                         "accept-ranges"}
-_PCHAR_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar, minus percent which quote() handles
-
-
-@dataclass(frozen=True)
-class UpstreamRequest:
-    upstream: UpstreamConfig
-    method: str
-    path: str  # percent-encoded, relative to the upstream's base, already checked by split_rest
-    query: str = ""  # the raw query string, as forwarded (proxy/forward.py)
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | None = None
-    # What the cache derives from this request (its keys), kept with it: the road plans one request
-    # per request shape and hands the same one to the gateway every time. No part of its equality.
-    derived: dict[object, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-    @property
-    def url(self) -> str:
-        return upstream_url(self.upstream.url, self.path, self.query)
-
-
-@dataclass(frozen=True)
-class UpstreamResponse:
-    status: int
-    headers: tuple[tuple[str, str], ...]  # already filtered for the browser
-    body: bytes
-    elapsed: float = 0.0
-
-    def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lowered:
-                return value
-        return None
-
-
-def _decodes_to_traversal(segment: str) -> bool:
-    """Whether a segment is, or decodes in up to three rounds to, a dot-segment or a separator."""
-    for _ in range(3):
-        if segment in {".", ".."} or "/" in segment or "\\" in segment:
-            return True
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
-            return True
-        try:
-            decoded = unquote(segment, errors="strict") if "%" in segment else segment
-        except UnicodeDecodeError:
-            # "%25aa" decodes once to the name "%aa", which a server that decodes again would
-            # turn into invalid UTF-8: no real name looks like that, so refuse it.
-            return True
-        if decoded == segment:
-            return False
-        segment = decoded
-    return True  # still changing after three rounds of decoding: nobody needs that
-
-
-def split_rest(raw_rest: str) -> tuple[str, ...]:
-    """Split the percent-encoded REST of ``/cors/NAME/REST`` into decoded, checked segments.
-
-    Refuses (InvalidPath) every way of leaving the base: ``..`` and ``.`` raw or percent-encoded (even
-    doubly), encoded slashes and backslashes, empty segments (``//host``), control characters. A
-    trailing slash is kept as a final empty segment.
-    """
-    if raw_rest == "":
-        return ()
-    segments = raw_rest.split("/")
-    result = []
-    for index, raw in enumerate(segments):
-        if raw == "" and index == len(segments) - 1:
-            result.append("")
-            continue
-        if raw == "":
-            raise InvalidPath("empty path segment ('//'): paths may not name another host")
-        try:
-            decoded = unquote(raw, errors="strict")
-        except UnicodeDecodeError:
-            raise InvalidPath("path segment is not valid percent-encoded UTF-8") from None
-        if _decodes_to_traversal(raw) or _decodes_to_traversal(decoded):
-            raise InvalidPath("path may not contain '.', '..', encoded slashes or control "
-                              "characters: it must stay below the api's base url")
-        result.append(decoded)
-    return tuple(result)
-
-
-def encode_rest(segments: Iterable[str]) -> str:
-    return "/".join(quote(segment, safe=_PCHAR_SAFE) for segment in segments)
-
-
-PATH_MEMO_SIZE = 1024
-PATH_MEMO_CHARS = 512  # longer paths are checked every time, so made-up ones cannot fill memory
-
-
-@lru_cache(maxsize=PATH_MEMO_SIZE)
-def _remembered_path(raw_rest: str) -> str:
-    return encode_rest(split_rest(raw_rest))
-
-
-def checked_path(raw_rest: str) -> str:
-    """``encode_rest(split_rest(raw_rest))``: the upstream path of a checked REST, or InvalidPath.
-
-    Remembered for recent short paths, so a hit does not decode and check the same segments again;
-    refusals are not remembered (``lru_cache`` keeps no exceptions) and are raised every time.
-    """
-    if len(raw_rest) > PATH_MEMO_CHARS:
-        return encode_rest(split_rest(raw_rest))
-    return _remembered_path(raw_rest)
-
-
-def upstream_url(base: str, path: str, query: str = "") -> str:
-    """Join an encoded relative ``path`` below ``base`` and check the result is still below it."""
-    url = base + path
-    parts, base_parts = urlsplit(url), urlsplit(base)
-    if (parts.scheme, parts.netloc) != (base_parts.scheme, base_parts.netloc) or \
-            not parts.path.startswith(base_parts.path):
-        raise InvalidPath("path leaves the api's base url")
-    return url + ("?" + query if query else "")
-
-
-def redirect_target(url: str, location: str) -> str | None:
-    """The absolute url a Location points to from ``url``, or None when it does not parse (an
-    invalid IPv6 literal such as ``http://[foo]/``, a port that is not a number)."""
-    try:
-        target = urljoin(url, location)
-        urlsplit(target).port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return None
-    return target
-
-
-def within_base(base: str, url: str) -> bool:
-    """Whether an absolute url (a redirect target) stays at the base's origin and below its path."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    base_parts = urlsplit(base)
-    if (parts.scheme, parts.netloc.lower()) != (base_parts.scheme, base_parts.netloc.lower()):
-        return False
-    rest = parts.path[len(base_parts.path):] if parts.path.startswith(base_parts.path) else None
-    if rest is None:
-        return False
-    try:
-        split_rest(rest)
-    except InvalidPath:
-        return False
-    return True
-
-
-def connection_tokens(pairs: Iterable[tuple[str, str]]) -> set[str]:
-    """The header names a message's Connection header declares hop-by-hop (RFC 9110 section 7.6.1)."""
-    return {token.strip().lower()
-            for name, value in pairs if name.lower() == "connection"
-            for token in value.split(",")}
-
-
-def filter_response_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """The upstream's response headers a browser may see: no hop-by-hop, cookies or CORS fields."""
-    pairs = list(headers)
-    connection_named = connection_tokens(pairs)
-    return tuple(
-        (name, value) for name, value in pairs
-        if (lowered := name.lower()) not in DROPPED_RESPONSE_HEADERS
-        and lowered not in connection_named
-        and not lowered.startswith("access-control-")
-    )
 
 
 def timed_out(upstream: UpstreamConfig) -> UpstreamTimeout:
@@ -236,10 +56,6 @@ def timed_out(upstream: UpstreamConfig) -> UpstreamTimeout:
 
 
 _DEFAULT_NAMES = {name.lower(): name for name in DEFAULT_REQUEST_HEADERS}
-
-
-# Written by the transport itself (http1.py): never taken from a request's headers.
-TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 def request_headers(headers: Iterable[tuple[str, str]], host: str) -> dict[str, str]:

@@ -29,8 +29,8 @@ from functools import lru_cache
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 
-from .config import Config, UpstreamConfig
-from .errors import RateLimited
+from ..config import Config, UpstreamConfig
+from ..errors import RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .cache import EVENTS as CACHE_EVENTS
-from .observe import AccessRecord
-from .upstream import Exchange
+from ..cache import EVENTS as CACHE_EVENTS
+from ..upstream.client import Exchange
+from .access import AccessRecord
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_EVERY = 1.0  # seconds a worker's increments wait, at most, before its counter files hold them

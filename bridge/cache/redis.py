@@ -1,0 +1,147 @@
+"""The shared store: entries and Vary records in Redis, for every instance that names the same server.
+
+A store is ``get``, ``put`` and ``delete`` (and ``health``). An entry is a hash (``serialize.py``'s
+fields) and a Vary record a small JSON string, each expiring with its retention, so Redis drops what
+the bridge no longer needs; the memory bound is Redis's own ``maxmemory``. Every Redis failure is
+caught in ``RedisConnection.call``: the store turns into one that always misses, says so once in the
+log and in ``health()``, and tries Redis again after ``REDIS_RETRY_AFTER``; a request never fails
+because of Redis. The herd's Redis lock (``herd.RedisLocks``) shares the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .entry import VARY, CacheEntry, Vary
+from .serialize import entry_fields, entry_from_fields
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 0.5  # seconds; a Redis slower than this is treated as gone for the request
+REDIS_RETRY_AFTER = 2.0  # seconds between attempts while Redis is down, so requests don't queue on it
+Clock = Callable[[], float]
+Stored = CacheEntry | Vary
+# Put an entry only while the version kept is the one named (its stored time), never reviving a
+# deleted one: how an entry that gained its script JSON is written again.
+_PUT_IF_VERSION = """
+if redis.call('hget', KEYS[1], 't') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+def redacted(url: str) -> str:
+    """The url without a password, for logs."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+class RedisConnection:
+    """One Redis client with the bridge's failure rule: down means 'answer the default', for a while."""
+
+    def __init__(self, url: str, clock: Clock = time.time,
+                 on_event: Callable[[str], None] | None = None, timeout: float = REDIS_TIMEOUT) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                           retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.url = url
+        self.clock = clock
+        self._on_event = on_event or (lambda name: None)
+        self._up = True
+        self._retry_at = 0.0
+        self._state_lock = threading.Lock()
+
+    def call(self, operation: Callable[[], Any], default: Any = None) -> Any:
+        if not self._up and self.clock() < self._retry_at:
+            return default
+        try:
+            result = operation()
+        except self._errors as exc:
+            self._went_down(exc)
+            return default
+        if not self._up:
+            with self._state_lock:
+                was_down, self._up = not self._up, True
+            if was_down:
+                log.warning("cache: redis at %s is reachable again; sharing entries again",
+                            redacted(self.url))
+                self._on_event("redis_up")
+        return result
+
+    def _went_down(self, exc: BaseException) -> None:
+        with self._state_lock:
+            was_up, self._up = self._up, False
+            self._retry_at = self.clock() + REDIS_RETRY_AFTER
+        if was_up:
+            # Once per outage, not per request: the bridge keeps serving from the upstreams.
+            log.warning("cache: redis at %s is unreachable (%s); serving from the upstreams "
+                        "uncached until it is back", redacted(self.url), type(exc).__name__)
+            self._on_event("redis_down")
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, connection: RedisConnection, prefix: str = "jcb:") -> None:
+        self.connection = connection
+        self.clock = connection.clock
+        self.prefix = prefix
+        self._put_if_version = connection.client.register_script(_PUT_IF_VERSION)
+
+    def get(self, key: str) -> Stored | None:
+        client, name = self.connection.client, self.prefix + key
+        if key.startswith(VARY):
+            raw = self.connection.call(lambda: client.get(name))
+            return _vary(raw, self.clock()) if raw is not None else None
+        fields = self.connection.call(lambda: client.hgetall(name))
+        return entry_from_fields(key, fields, self.clock()) if fields else None
+
+    def put(self, key: str, value: Stored, retain: float, *,
+            replacing: CacheEntry | None = None) -> None:
+        """Keep ``value`` for ``retain`` seconds. With ``replacing``, only while that version of the
+        entry is the one kept (written again in place, its expiry as it was)."""
+        client, name, seconds = self.connection.client, self.prefix + key, max(1, int(retain))
+        if isinstance(value, Vary):
+            record = json.dumps({"r": self.clock() + retain, "v": list(value.names)})
+            self.connection.call(lambda: client.set(name, record, ex=seconds))
+            return
+        fields = entry_fields(value)
+        if replacing is not None:
+            arguments = [fields["t"]] + [item for pair in fields.items() for item in pair]
+            self.connection.call(lambda: self._put_if_version(keys=[name], args=arguments))
+            return
+
+        def write() -> None:
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(name)
+            pipe.hset(name, mapping=fields)  # type: ignore[arg-type,unused-ignore]
+            pipe.expire(name, seconds)
+            pipe.execute()
+        self.connection.call(write)
+
+    def delete(self, key: str) -> None:
+        self.connection.call(lambda: self.connection.client.delete(self.prefix + key))
+
+    def health(self) -> dict[str, Any]:
+        # A ping, unless Redis is known down and not yet due another try.
+        reachable = bool(self.connection.call(self.connection.client.ping, default=False))
+        return {"backend": "redis", "redis": "up" if reachable else "down"}
+
+
+def _vary(raw: bytes, now: float) -> Vary | None:
+    try:
+        record = json.loads(raw)
+        if float(record["r"]) <= now:
+            return None
+        return Vary(tuple(str(name) for name in record["v"]))
+    except (ValueError, KeyError, TypeError):
+        return None
