@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import shutil
 import socket
@@ -60,14 +59,21 @@ def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> d
 
 
 def worker_class(config: Config, workers: int, reuse_port: bool) -> Any:
-    """gunicorn's worker class for ``[server]``: the threaded worker takes its fair share of a burst
-    of connections (bridge/fair_accept.py) unless ``fair_accept = false``, or each worker has its own
-    socket (``reuse_port``), where the kernel spreads them. The table the workers share is made here,
-    in the master, before they fork."""
-    if config.server.worker_class != "gthread" or not config.server.fair_accept or reuse_port:
-        return config.server.worker_class
-    from bridge.ops.fair_accept import FairThreadWorker, WorkerTable
+    """gunicorn's worker class for ``[server]``, the bridge's own (bridge/ops/workers.py): refusals in
+    JSON, and for gthread a fair share of a burst of connections unless ``fair_accept = false`` or each
+    worker has its own socket (``reuse_port``), where the kernel spreads them. The table the workers
+    share is made here, in the master, before they fork. Other worker types are gunicorn's own."""
+    from bridge.ops.workers import BridgeSyncWorker, BridgeThreadWorker, FairThreadWorker, WorkerTable
 
+    kind = config.server.worker_class
+    if kind == "sync" and config.server.threads > 1:
+        kind = "gthread"  # as gunicorn itself reads sync with threads
+    if kind == "sync":
+        return BridgeSyncWorker
+    if kind != "gthread":
+        return kind
+    if not config.server.fair_accept or reuse_port:
+        return BridgeThreadWorker
     FairThreadWorker.table = WorkerTable(rows=2 * workers + 2)  # room for replacements
     return FairThreadWorker
 
@@ -75,7 +81,7 @@ def worker_class(config: Config, workers: int, reuse_port: bool) -> Any:
 def _mark_worker_dead(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    from bridge.ops.fair_accept import worker_exited
+    from bridge.ops.workers import worker_exited
 
     multiprocess.mark_process_dead(worker.pid)
     worker_exited(worker.pid)
@@ -90,41 +96,6 @@ def fresh_metrics_dir() -> str:
     path = tempfile.mkdtemp(prefix="bridge-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
-
-
-# What gunicorn refuses before the app sees a request (a request line or header it cannot parse or
-# that is over its limits) is answered in the bridge's JSON shape too, and never echoes the input.
-GUNICORN_REFUSALS = {
-    400: ("bad_request", "the request is not valid HTTP/1.1 (request line, header syntax or framing); "
-                         "send ASCII and percent-encode everything else in the url"),
-    403: ("forbidden", "the request was refused by the server"),
-    414: ("uri_too_long", "the request line is over 8190 bytes; shorten the url"),
-    417: ("expectation_failed", "the Expect header is not supported; send the request without it"),
-    431: ("headers_too_large", "a request header is over 8190 bytes or there are over 100 of them"),
-    500: ("internal_error", "the server failed while reading the request"),
-    501: ("not_implemented", "that transfer coding is not supported; send a plain or chunked body"),
-}
-
-
-def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's ``util.write_error`` with a JSON body ``{"error", "message"}`` instead of HTML.
-
-    ``mesg`` (gunicorn's description, which quotes the client's bytes) is left out on purpose.
-    """
-    from gunicorn.util import write_nonblock
-
-    code, message = GUNICORN_REFUSALS.get(status_int, ("bad_request", reason))
-    body = json.dumps({"error": code, "message": message}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n")
-    write_nonblock(sock, head.encode("latin-1") + body)
-
-
-def answer_gunicorn_refusals_in_json() -> None:
-    import gunicorn.util
-
-    gunicorn.util.write_error = write_json_error  # workers call it through the module
 
 
 def address_in_use(bind: str) -> bool:
@@ -170,8 +141,6 @@ def serve(argv: list[str]) -> None:
     from gunicorn.app.base import BaseApplication
 
     metrics_dir = fresh_metrics_dir()
-    answer_gunicorn_refusals_in_json()
-
     class BridgeServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in gunicorn_options(config, args.bind, args.workers).items():
@@ -198,7 +167,6 @@ def main(argv: list[str] | None = None) -> None:
 def __getattr__(name: str) -> Any:
     """``gunicorn app:app``: build the app on first access, not at import."""
     if name == "app":
-        answer_gunicorn_refusals_in_json()
         application = create_app(load_or_exit(os.environ.get("BRIDGE_CONFIG", DEFAULT_CONFIG)))
         globals()["app"] = application
         return application

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ops.fair_accept import STALE_AFTER, WorkerTable
+from bridge.ops.workers import STALE_AFTER, WorkerTable
 from tests.conftest import config_text
 from tests.test_server import free_port, start, stop, wait_ready
 from tests.upstream_server import Reply, UpstreamServer
