@@ -17,17 +17,9 @@ import tempfile
 from typing import Any
 
 from bridge import create_app
-from bridge.config import Config, ConfigError, load_config
+from bridge.config import Config, load_or_exit
 
 DEFAULT_CONFIG = "wsgi.ini"
-
-
-def load_or_exit(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def gunicorn_options(config: Config, bind: str | None, workers: int | None) -> dict[str, Any]:

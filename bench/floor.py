@@ -20,7 +20,8 @@ from flask import Flask, Response
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import gunicorn_options, load_or_exit  # noqa: E402
+from app import gunicorn_options  # noqa: E402
+from bridge.config import load_or_exit  # noqa: E402
 
 
 def create_floor_app(body: bytes) -> Flask:

@@ -134,3 +134,75 @@ def test_app_py_exits_nonzero_with_one_line(tmp_path: Path) -> None:
 def test_shipped_wsgi_ini_is_valid() -> None:
     config = load_config("wsgi.ini", env={})
     assert "demo" in config.upstreams
+
+
+# --- every setting declared once ---
+
+
+def test_the_typed_sections_are_the_declared_settings() -> None:
+    """Each section's dataclass has exactly the declared keys, with the declared defaults."""
+    import dataclasses
+
+    from bridge.config import SECTION_TYPES, UpstreamConfig
+    from bridge.config.settings import UPSTREAM, in_section, upstream_settings
+
+    for section, kind in SECTION_TYPES.items():
+        declared = {s.key: s for s in in_section(section)}
+        fields = {f.name: f for f in dataclasses.fields(kind)}
+        assert set(fields) == set(declared), section
+        for name, field in fields.items():
+            if field.default is not dataclasses.MISSING:
+                assert declared[name].parse(declared[name].default) == field.default, (section, name)
+    upstream_fields = {f.name for f in dataclasses.fields(UpstreamConfig)} - {"name", "cors"}
+    assert upstream_fields == {s.key for s in in_section(UPSTREAM)}
+    assert {s.key for s in upstream_settings()} - upstream_fields == {
+        s.key for s in in_section("cors")}  # the [cors] keys, which an upstream may set for itself
+
+
+def test_the_readme_table_is_the_declarations() -> None:
+    """README's configuration table is what ``python -m bridge.config`` prints: a setting added,
+    renamed or documented differently shows up here until the README is regenerated."""
+    from pathlib import Path
+
+    from bridge.config.settings import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = "<!-- settings: python -m bridge.config -->\n", "<!-- /settings -->"
+    assert start in readme and end in readme
+    assert readme.split(start, 1)[1].split(end, 1)[0] == settings_table()
+
+
+# --- values from the environment: split first, expanded whole, never printed ---
+
+
+def test_a_secret_holding_a_semicolon_is_one_header_value() -> None:
+    config = parse_config("[upstream:a]\nurl = http://h/\nheaders = X-Api-Key: ${SPLIT}\n", "t.ini",
+                          env={"SPLIT": "k1; X-Injected: yes"})
+    assert config.upstreams["a"].headers == (("X-Api-Key", "k1; X-Injected: yes"),)
+    config = parse_config("[upstream:a]\nurl = http://h/\nheaders = X-Api-Key: ${KEY}; X-Other: o\n",
+                          "t.ini", env={"KEY": "k3y;tail"})
+    assert config.upstreams["a"].headers == (("X-Api-Key", "k3y;tail"), ("X-Other", "o"))
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("[upstream:a]\nurl = ${URL}\n", "ftp://user:hunter2@h/"),
+    ("[upstream:a]\nurl = http://h/\ntimeout = ${T}\n", "hunter2-seconds"),
+    ("[upstream:a]\nurl = http://h/\nheaders = X-Api-Key: ${KEY}\n", "hunter2\r\nX-Evil: 1"),
+    ("[cors]\nallow_origins = ${ORIGINS}\n", "https://ok.example hunter2"),
+    ("[cache]\nbackend = ${REDIS}\n", "memcached://:hunter2@cache:11211"),
+    ("[limits]\nper_client = ${RATE}\n", "hunter2/fortnight"),
+], ids=["url", "timeout", "header-value", "origin-list", "backend", "rate"])
+def test_no_error_prints_what_the_environment_gave(text: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t.ini", env={"URL": secret, "T": secret, "KEY": secret, "ORIGINS": secret,
+                                         "REDIS": secret, "RATE": secret})
+    message = str(caught.value)
+    assert "hunter2" not in message and "\n" not in message
+    assert "${" in message or "control character" in message  # it names the variable, or the fault
+
+
+def test_a_configured_header_may_not_be_one_the_transport_writes() -> None:
+    for name in ("Host", "Content-Length", "transfer-encoding", "Connection", "Upgrade"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"[upstream:a]\nurl = http://h/\nheaders = {name}: x\n", "t.ini", env={})
+        assert "[upstream:a] headers" in str(caught.value)

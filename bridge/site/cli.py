@@ -18,7 +18,7 @@ from typing import TextIO
 
 import requests
 
-from ..config import ConfigError, load_config
+from ..config import load_or_exit
 from ..policy.browser import BrowserRequest, Outgoing, Send, Verdict, simulate_fetch
 from ..policy.cors import parse_origin
 from ..policy.fetch import CREDENTIALS_MODES, Observed, Step
@@ -116,10 +116,7 @@ def run_explain(argv: Sequence[str], out: TextIO) -> int:
     parser.add_argument("--bridge", help="the bridge's base url (default: http://[server] bind)")
     add_request_options(parser)
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = load_or_exit(args.config)
     upstream = config.upstreams.get(args.api)
     if upstream is None:
         known = ", ".join(sorted(config.upstreams)) or "none"

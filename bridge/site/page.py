@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from flask import Flask, render_template
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, load_or_exit
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bridge", default=None,
                         help="the bridge's base url (default: http://[server] bind)")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    config = load_or_exit(args.config)
     host, _, port = args.bind.rpartition(":")
     from werkzeug.serving import run_simple
 
