@@ -6,7 +6,7 @@ import pytest
 
 from bridge.policy.cors import (
     CorsPolicy,
-    grant_headers,
+    build_grant,
     origin_allowed,
     parse_origin_pattern,
     preflight_verdict,
@@ -79,16 +79,16 @@ def test_wildcard_policy_allows_well_formed_origins_only() -> None:
     assert origin_allowed(anyone, "https://whoever.example")
     assert not origin_allowed(anyone, "not an origin")
     assert not origin_allowed(anyone, None)
-    assert grant_headers(anyone, "https://whoever.example")[0] == ("Access-Control-Allow-Origin", "*")
+    assert build_grant(anyone, "https://whoever.example")[0] == ("Access-Control-Allow-Origin", "*")
 
 
 def test_grant_is_exactly_the_origin_with_credentials_only_when_configured() -> None:
     with_credentials = policy("https://app.example.com", credentials=True)
-    headers = dict(grant_headers(with_credentials, "https://app.example.com"))
+    headers = dict(build_grant(with_credentials, "https://app.example.com"))
     assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert headers["Access-Control-Allow-Credentials"] == "true"
     assert headers["Access-Control-Expose-Headers"] == "ETag, Cache-Status"
-    assert "Access-Control-Allow-Credentials" not in dict(grant_headers(CONFIGURED,
+    assert "Access-Control-Allow-Credentials" not in dict(build_grant(CONFIGURED,
                                                                          "https://app.example.com"))
 
 

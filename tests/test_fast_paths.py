@@ -2,7 +2,7 @@
 
 Each memo or hand-built piece that makes a cache hit cheaper is checked here against the code it
 stands in for: the access line against ``json.dumps``, the remembered CORS grant against
-``origin_allowed`` + ``grant_headers``, the remembered Vary against werkzeug's ``response.vary.add``,
+``origin_allowed`` + ``build_grant``, the remembered Vary against werkzeug's ``response.vary.add``,
 the pre-bound metric children against the counters they count into.
 """
 
@@ -28,10 +28,10 @@ from bridge.ops.metrics import BridgeMetrics
 from bridge.policy.cors import (
     GRANT_MEMO_SIZE,
     CorsPolicy,
-    grant_headers,
-    granted_headers,
+    build_grant,
     origin_allowed,
     parse_origin_pattern,
+    response_grant,
 )
 from bridge.policy.paths import PATH_MEMO_CHARS, checked_path, encode_rest, split_rest
 from bridge.proxy.render import add_vary
@@ -67,18 +67,18 @@ ORIGINS = ["https://app.example", "https://evil.example", "https://a.example.org
 @pytest.mark.parametrize("origin", ORIGINS, ids=[o or "empty" for o in ORIGINS])
 def test_a_remembered_grant_is_the_grant(policy_name: str, origin: str) -> None:
     policy = POLICIES[policy_name]
-    expected = tuple(grant_headers(policy, origin)) if origin_allowed(policy, origin) else ()
-    assert granted_headers(policy, origin) == expected
-    assert granted_headers(policy, origin) == expected  # asked again: from the memo
+    expected = tuple(build_grant(policy, origin)) if origin_allowed(policy, origin) else ()
+    assert response_grant(policy, origin) == expected
+    assert response_grant(policy, origin) == expected  # asked again: from the memo
 
 
 def test_the_grant_memo_stays_bounded_and_right() -> None:
     policy = CorsPolicy(origins=(parse_origin_pattern("https://*.example.org"),))
     for n in range(GRANT_MEMO_SIZE * 2 + 5):
         origin = f"https://h{n}.example.org"
-        assert granted_headers(policy, origin) == (("Access-Control-Allow-Origin", origin),)
-        assert len(policy.grant_memo) <= GRANT_MEMO_SIZE
-    assert granted_headers(policy, "https://h1.evil.org") == ()
+        assert response_grant(policy, origin) == (("Access-Control-Allow-Origin", origin),)
+        assert len(policy.response_grant_memo) <= GRANT_MEMO_SIZE
+    assert response_grant(policy, "https://h1.evil.org") == ()
 
 
 VARY_LISTS = [[], ["Accept"], ["origin"], ["Origin"], ["accept,  Accept-Language"], ["*"],

@@ -90,7 +90,7 @@ def test_the_memory_store_takes_over_what_another_worker_stored() -> None:
 
     assert in_forked_child(worker) == b"stored"
     assert cache.entry("k") is None  # not in this process's own memory
-    taken = cache.waited_for("k")
+    taken = cache.entry_after_wait("k")
     assert taken is not None and taken.response.body == b'{"a": 1}'
     assert cache.entry("k") is not None  # kept here from now on
     clock[0] += 101

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bridge.policy.jsonp import callback_is_valid
+from bridge.policy.jsonp import callback_problem
 from tests.live import LiveServer
 from tests.upstream_server import Reply, UpstreamServer
 
@@ -159,7 +159,7 @@ def test_same_status_and_data_over_cors_and_jsonp(page: Any, page_origin: str, l
     assert first.query == second.query == [(k, v) for k, vs in params.items()
                                            for v in (vs if isinstance(vs, list) else [vs])]
     names = callback_names(seen["bridge"])
-    assert len(names) == 1 and callback_is_valid(names[0])
+    assert len(names) == 1 and callback_problem(names[0]) is None
     assert seen["errors"] == []
 
 
@@ -385,7 +385,7 @@ def test_promise_form_get_shorthand_and_concurrent_jsonp(page: Any, page_origin:
     assert result == [{"n": 0}, {"n": 1}, {"n": 2}, "http 404"]
     names = callback_names(seen["bridge"])
     assert len(names) == 4 and len(set(names)) == 4
-    assert all(callback_is_valid(name) for name in names)
+    assert all(callback_problem(name) is None for name in names)
     assert seen["errors"] == []
 
 

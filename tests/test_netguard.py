@@ -259,5 +259,5 @@ def test_tls_is_verified_against_the_name_not_the_pinned_address(
     assert "api.test" in names  # SNI carried the name
     assert dns.questions == [("api.test", port)]
     # Same address, another name: the certificate does not match it, so the handshake fails.
-    with pytest.raises(UpstreamUnreachable, match="TLS handshake"):
+    with pytest.raises(UpstreamUnreachable, match="TLS with upstream"):
         client.send(UpstreamRequest(config.upstreams["other"], "GET", ""))

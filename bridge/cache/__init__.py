@@ -116,7 +116,7 @@ class Cache:
         self.store.delete(ENTRY + key)
         self.locks.withdraw(key)
 
-    def waited_for(self, key: str) -> CacheEntry | None:
+    def entry_after_wait(self, key: str) -> CacheEntry | None:
         """The entry for ``key`` after waiting for its lock: in the store, or left by the holder
         (kept in this process's store from then on, for the rest of its retention)."""
         entry = self.entry(key)

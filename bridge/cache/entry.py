@@ -30,7 +30,6 @@ class Vary:
 # What an entry costs beyond its strings: the entry, its response, the LRU's three dict slots.
 ENTRY_OVERHEAD = 640
 
-
 _MEMO_LOCK = threading.Lock()  # guards the once-per-entry script JSON; taken only on the first hit
 
 

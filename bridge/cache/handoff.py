@@ -1,19 +1,13 @@
 """One upstream request per cold key across the worker processes of one bridge (memory store).
 
-gunicorn runs several worker processes, each with a memory store of its own, so a herd of requests
-for one cold key asked the upstream once per worker. ``WorkerHandoff`` gives the workers of one bridge
-what the Redis store gives instances: a lock per key, and a place where the holder leaves what it
-fetched. The lock is ``flock`` on one of ``STRIPES`` files in a directory made before the workers fork
-(so they all share it); the holder writes the entry it stored to that stripe's file (written whole,
-then renamed), and a worker that found the lock taken waits for it and takes the entry from there
-instead of asking the upstream. The gateway drives it through the store's ``acquire``, ``locked``,
-``release`` and ``waited_for``, as it drives Redis.
-
-What it does not do: an entry over ``MAX_SHARED`` bytes is not handed over (the others ask for their
-own: at most one request per worker, as before); an answer that varies (``Vary``) is stored under
-another key than the one locked, so the others ask for their own too; two keys that share a stripe
-wait for each other (``STRIPES`` keeps that rare). Only the process that made the directory removes
-it, at exit.
+Each gunicorn worker has a memory store of its own, so without this a herd for one cold key asks the
+upstream once per worker. ``WorkerHandoff`` gives the workers what Redis gives instances: a lock per
+key (``flock`` on one of ``STRIPES`` files in a directory made before the workers fork) and a place
+where the holder leaves what it fetched (that stripe's file, written whole, then renamed); a worker
+that found the lock taken waits and takes the entry from there. ``herd.LocalLocks`` drives it. It
+does not hand over an entry over ``MAX_SHARED`` bytes or one stored under a ``Vary`` key (the others
+fetch their own: one request per worker at most), and two keys that share a stripe wait for each
+other; only the process that made the directory removes it, at exit.
 """
 
 from __future__ import annotations

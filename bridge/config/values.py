@@ -11,30 +11,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ..policy.cors import OriginPattern, parse_origin_pattern
 from ..policy.headers import HOP_BY_HOP, TOKEN, TRANSPORT_HEADERS
 
+T = TypeVar("T", int, float)
+
 MAX_AGE_CAP = 7200  # Chromium caps Access-Control-Max-Age at 2 hours; more is a promise nobody keeps
-
-
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 
-
-
 UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-
-
 
 MIB = 1024 * 1024
 
-
-
 WILDCARD_WITH_CREDENTIALS = ("allow_origins = * cannot be combined with allow_credentials = true: "
                              "browsers refuse credentials with a wildcard origin; list the origins")
-
 
 
 def boolean(raw: str) -> bool:
@@ -46,52 +40,37 @@ def boolean(raw: str) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
-
-def non_negative_int(raw: str) -> int:
+def _number(raw: str, convert: Callable[[str], T], expected: str, least: str | None = None) -> T:
+    """A finite number not below 0 (``least`` says what a 0 should have been, where 0 is refused)."""
     try:
-        value = int(raw.strip())
+        value = convert(raw.strip())
     except ValueError:
-        raise ValueError(f"expected a whole number, got {raw!r}") from None
+        raise ValueError(f"expected {expected}, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"must not be negative, got {value}")
+        raise ValueError(f"must not be negative, got {raw.strip()}")
+    if not value < float("inf"):  # inf and nan, which float() also reads
+        raise ValueError(f"must be a finite number, got {raw.strip()}")
+    if least is not None and value == 0:
+        raise ValueError(f"must be {least}")
     return value
 
+
+def non_negative_int(raw: str) -> int:
+    return _number(raw, int, "a whole number")
 
 
 def positive_int(raw: str) -> int:
-    value = non_negative_int(raw)
-    if value == 0:
-        raise ValueError("must be at least 1")
-    return value
-
-
-
-def non_negative_float(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"must be a finite number not below 0, got {raw.strip()}")
-    return value
-
+    return _number(raw, int, "a whole number", "at least 1")
 
 
 def positive_float(raw: str) -> float:
-    value = non_negative_float(raw)
-    if value == 0:
-        raise ValueError("must be more than 0")
-    return value
-
+    return _number(raw, float, "a number of seconds", "more than 0")
 
 
 SIZE_PATTERN = re.compile(r"^(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?$", re.IGNORECASE)
 
-
-
 SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": MIB,
                "gb": 1000**3, "gib": 1024**3}
-
 
 
 def size(raw: str) -> int:
@@ -105,10 +84,8 @@ def size(raw: str) -> int:
     return int(match.group(1)) * SIZE_UNITS[unit]
 
 
-
 def text(raw: str) -> str:
     return raw.strip()
-
 
 
 def bind(raw: str) -> str:
@@ -119,14 +96,12 @@ def bind(raw: str) -> str:
     return value
 
 
-
 def header_names(raw: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", raw.strip()) if n))
     for name in names:
         if not TOKEN.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid header name")
     return names
-
 
 
 def methods(raw: str) -> frozenset[str]:
@@ -139,7 +114,6 @@ def methods(raw: str) -> frozenset[str]:
     return methods
 
 
-
 def origins(raw: str) -> tuple[OriginPattern, ...] | None:
     """Space-separated origins or ``https://*.example.org`` patterns; ``*`` alone means any (None)."""
     items = raw.split()
@@ -150,7 +124,6 @@ def origins(raw: str) -> tuple[OriginPattern, ...] | None:
     return tuple(parse_origin_pattern(item) for item in items)
 
 
-
 def callback_param(raw: str) -> str:
     value = raw.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) or value in {"_", "envelope"}:
@@ -158,10 +131,8 @@ def callback_param(raw: str) -> str:
     return value
 
 
-
 def max_age(raw: str) -> int:
     return min(non_negative_int(raw), MAX_AGE_CAP)
-
 
 
 def upstream_url(raw: str) -> str:
@@ -181,7 +152,6 @@ def upstream_url(raw: str) -> str:
         raise ValueError(f"has an invalid port: {value!r}") from None
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     return f"{parts.scheme}://{parts.netloc}{path}"
-
 
 
 def upstream_headers(raw: str, expand: Callable[[str], str] = str) -> tuple[tuple[str, str], ...]:
@@ -208,7 +178,6 @@ def upstream_headers(raw: str, expand: Callable[[str], str] = str) -> tuple[tupl
     return tuple(headers)
 
 
-
 def rate_limit(raw: str) -> str:
     value = raw.strip()
     if value and not re.match(r"^\d+\s*(/|per)\s*\d*\s*[a-z]+(\s*[;,]\s*\d+\s*(/|per)\s*\d*\s*[a-z]+)*$",
@@ -223,7 +192,6 @@ def rate_limit(raw: str) -> str:
             raise ValueError(f"expected a rate such as 600/minute (units: second, minute, hour, "
                              f"day, month, year), got {raw!r}") from None
     return value
-
 
 
 def cache_backend(raw: str) -> str:

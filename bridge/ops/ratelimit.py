@@ -29,6 +29,7 @@ from functools import lru_cache
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 
+from ..cache.redis import redacted
 from ..config import Config, UpstreamConfig
 from ..errors import RateLimited
 
@@ -289,7 +290,7 @@ class RateBudget:
             with self._state_lock:
                 self._redis_down = False
             log.warning("rate limits: redis at %s answers again; budgets are shared again",
-                        _redacted(self._redis_url or ""))
+                        redacted(self._redis_url or ""))
             return shared
         return self._local_storage()
 
@@ -307,12 +308,4 @@ class RateBudget:
         if was_up:
             log.warning("rate limits: redis at %s is unreachable (%s); falling back to in-memory "
                         "storage shared by this instance's workers until it answers",
-                        _redacted(self._redis_url or ""), type(exc).__name__)
-
-
-def _redacted(url: str) -> str:
-    """The url without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest.split("/", 1)[0]:
-        return url
-    return scheme + sep + "***@" + rest.split("@", 1)[1]
+                        redacted(self._redis_url or ""), type(exc).__name__)

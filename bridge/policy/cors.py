@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from .headers import TOKEN
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 _IPV6 = re.compile(r"^\[[0-9a-f:.]{2,45}\]$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 
 # Limits on Access-Control-Request-Headers: browsers send a short, sorted list of lowercase names.
 MAX_REQUEST_HEADERS = 64
@@ -165,8 +166,8 @@ class CorsPolicy:
         return ", ".join(self.expose_headers)
 
     @cached_property
-    def grant_memo(self) -> dict[str, tuple[tuple[str, str], ...]]:
-        """``granted_headers``' answers by origin (bounded there): the policy never changes."""
+    def response_grant_memo(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """``response_grant``' answers by origin (bounded there): the policy never changes."""
         return {}
 
 
@@ -181,7 +182,7 @@ def origin_allowed(policy: CorsPolicy, origin: str | None) -> bool:
     return any(pattern_matches(p, origin) for p in policy.wildcard_patterns)
 
 
-def grant_headers(policy: CorsPolicy, origin: str) -> list[tuple[str, str]]:
+def build_grant(policy: CorsPolicy, origin: str) -> list[tuple[str, str]]:
     """The Access-Control-* headers of an actual (non-preflight) response to an allowed origin."""
     wildcard = policy.allows_any_origin and not policy.allow_credentials
     headers = [("Access-Control-Allow-Origin", "*" if wildcard else origin)]
@@ -192,16 +193,16 @@ def grant_headers(policy: CorsPolicy, origin: str) -> list[tuple[str, str]]:
     return headers
 
 
-def granted_headers(policy: CorsPolicy, origin: str) -> tuple[tuple[str, str], ...]:
-    """``grant_headers`` for an allowed origin, ``()`` for any other: what an actual response gets.
+def response_grant(policy: CorsPolicy, origin: str) -> tuple[tuple[str, str], ...]:
+    """``build_grant`` for an allowed origin, ``()`` for any other: what an actual response gets.
 
     Remembered per policy and origin, so a page's repeated requests match and build nothing again;
     the memo is emptied when full, so origins a client makes up cannot grow it without bound.
     """
-    memo = policy.grant_memo
+    memo = policy.response_grant_memo
     grant = memo.get(origin)
     if grant is None:
-        grant = tuple(grant_headers(policy, origin)) if origin_allowed(policy, origin) else ()
+        grant = tuple(build_grant(policy, origin)) if origin_allowed(policy, origin) else ()
         if len(memo) >= GRANT_MEMO_SIZE:
             memo.clear()
         memo[origin] = grant
@@ -215,7 +216,7 @@ def parse_request_headers(value: str | None) -> tuple[str, ...] | None:
     if len(value) > MAX_REQUEST_HEADERS_LENGTH:
         return None
     names = tuple(n.strip().lower() for n in value.split(","))
-    if len(names) > MAX_REQUEST_HEADERS or not all(_TOKEN.match(n) for n in names):
+    if len(names) > MAX_REQUEST_HEADERS or not all(TOKEN.fullmatch(n) for n in names):
         return None
     return names
 
@@ -256,7 +257,7 @@ def preflight_verdict(policy: CorsPolicy, methods: frozenset[str], origin: str |
                                 "Access-Control-Request-Headers must be a comma-separated list of at "
                                 f"most {MAX_REQUEST_HEADERS} header names")
     assert origin is not None  # origin_allowed() is False for None
-    headers = grant_headers(policy, origin)
+    headers = build_grant(policy, origin)
     headers = [h for h in headers if h[0] != "Access-Control-Expose-Headers"]
     headers.append(("Access-Control-Allow-Methods", ", ".join(sorted(methods))))
     if policy.allow_headers:

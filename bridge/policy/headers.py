@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 # RFC 9110 section 5.6.2: a header field name is a token.
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TOKEN_BYTES = re.compile(TOKEN.pattern.encode("ascii"))  # the same grammar, for raw header lines
 
 # RFC 9110 section 7.6.1: hop-by-hop fields, never forwarded in either direction.
 HOP_BY_HOP = frozenset({

@@ -71,7 +71,6 @@ def encode_rest(segments: Iterable[str]) -> str:
 
 PATH_MEMO_SIZE = 1024
 
-
 PATH_MEMO_CHARS = 512  # longer paths are checked every time, so made-up ones cannot fill memory
 
 

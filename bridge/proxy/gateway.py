@@ -150,7 +150,7 @@ class Gateway:
             # Looked at again only now, holding the lock: a holder stores before it releases, so an
             # entry filled by another thread, worker or instance since our first look is seen here
             # (another worker's through the handoff).
-            current = cache.waited_for(key)
+            current = cache.entry_after_wait(key)
             now = cache.clock()
             if current is not None and current.is_fresh(now):
                 cache.event("hit")
@@ -167,7 +167,7 @@ class Gateway:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(LOCK_POLL)
-            entry = cache.waited_for(key)
+            entry = cache.entry_after_wait(key)
             if entry is not None and entry.is_fresh(cache.clock()):
                 return entry
             if not cache.locks.locked(key):

@@ -22,7 +22,7 @@ from ..cache.entry import pairs_size
 from ..cache.status import CacheStatus
 from ..errors import BridgeError, error_body, error_headers
 from ..policy import jsonp as jsonp_policy
-from ..policy.cors import CorsPolicy, granted_headers
+from ..policy.cors import CorsPolicy, response_grant
 from ..policy.headers import SAFELISTED_RESPONSE_HEADERS
 from ..upstream.message import UpstreamResponse
 from .gateway import Answer
@@ -120,7 +120,7 @@ def cors_answer(answer: Answer, policy: CorsPolicy, origin: str | None, keep: bo
     headers = list(_unchanging(answer, "cors_headers", proxied_headers, keep))
     _add_cache_fields(headers, answer)
     if origin is not None:
-        headers.extend(granted_headers(policy, origin))
+        headers.extend(response_grant(policy, origin))
     return Reply(response.status, headers, response.body, cache_status=answer.cache_status)
 
 
@@ -129,7 +129,7 @@ def cors_error(error: BridgeError, policy: CorsPolicy, origin: str | None) -> Re
     headers = error_headers(error)
     add_vary(headers, "Origin")
     if origin is not None:
-        headers.extend(granted_headers(policy, origin))
+        headers.extend(response_grant(policy, origin))
     return Reply(error.status, headers, error_body(error), error.code)
 
 

@@ -32,14 +32,15 @@ def has_control(text: str) -> bool:
     return not _CONTROL.isdisjoint(text)
 
 
-def raw_target(environ: dict[str, Any]) -> tuple[str, str]:
+def raw_target(environ: dict[str, Any]) -> tuple[str, str, int]:
     """The request's path as the client sent it (percent-encoded, below ``SCRIPT_NAME``) and its
     query string, from gunicorn's ``RAW_URI`` or werkzeug's ``REQUEST_URI``; rebuilt from the decoded
-    ``PATH_INFO`` only when a server gives neither."""
+    ``PATH_INFO`` only when a server gives neither; and the length of the request target as sent."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     query: str = environ.get("QUERY_STRING", "")
     if not raw:
-        return quote(environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~%"), query
+        path = quote(environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~%")
+        return path, query, len(path) + (len(query) + 1 if query else 0)
     if raw.startswith("/"):
         path = raw.partition("?")[0]
     else:  # absolute-form request target: GET http://host/cors/... HTTP/1.1
@@ -47,7 +48,7 @@ def raw_target(environ: dict[str, Any]) -> tuple[str, str]:
     root: str = environ.get("SCRIPT_NAME", "")
     if root and path.startswith(root):
         path = path[len(root):]
-    return path, query
+    return path, query, len(raw)
 
 
 def header_key(name: str) -> str:
@@ -122,14 +123,13 @@ class ProxyRequest:
 
     @classmethod
     def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
-        path, query = raw_target(environ)
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        path, query, target_length = raw_target(environ)
         headers = {key: value for key, value in environ.items() if key.startswith(_HEADER_KEYS)}
         after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
         name, slash, rest = after.partition("/")
         return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), path, query,
                    environ.get("PATH_INFO", ""),
-                   len(raw) if raw else len(path) + (len(query) + 1 if query else 0), headers,
+                   target_length, headers,
                    unquote(name) if "%" in name else name, rest if slash else None)
 
     @property

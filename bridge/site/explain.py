@@ -1,7 +1,7 @@
 """``GET /explain``: the bridge's CORS verdict for a request a page would make, as JSON, and its JSONP one.
 
 ``bridge_send`` is the network as the bridge's ``/cors/NAME/`` path would answer, built from the CORS
-policy's own functions (``origin_allowed``, ``preflight_verdict``, ``grant_headers``, never a copy);
+policy's own functions (``origin_allowed``, ``preflight_verdict``, ``build_grant``, never a copy);
 ``explain_bridge`` plays a browser's fetch over it (``policy/browser.py``). The view parses the query,
 finds the upstream and returns the verdict; it never contacts the upstream. The answer is granted to
 the origins of the ``[cors]`` section (the comparison page among them).
@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from ..config import Config, UpstreamConfig
 from ..errors import BadRequest, UnknownApi
 from ..policy.browser import BrowserRequest, Outgoing, Send, Verdict, simulate_fetch
-from ..policy.cors import grant_headers, origin_allowed, parse_origin, preflight_verdict
+from ..policy.cors import build_grant, origin_allowed, parse_origin, preflight_verdict
 from ..policy.fetch import CREDENTIALS_MODES, FORBIDDEN_METHODS, Observed, Step, normalize_method
 from ..policy.headers import TOKEN
 
@@ -26,7 +26,7 @@ def bridge_send(upstream: UpstreamConfig, origin: str) -> Send:
 
     Mirrors the proxy road (``proxy/road.py``): a disallowed origin is refused 403 with no grant; a
     preflight is answered by ``preflight_verdict``; a method that is not configured is refused 405
-    with the grant; anything else goes to the upstream and comes back with ``grant_headers``.
+    with the grant; anything else goes to the upstream and comes back with ``build_grant``.
     """
     policy = upstream.cors
 
@@ -58,7 +58,7 @@ def bridge_send(upstream: UpstreamConfig, origin: str) -> Send:
             return Observed(verdict.status, verdict.headers, tuple(steps))
         if not allowed:
             return Observed(403, (), tuple(steps))
-        grant = tuple(grant_headers(policy, origin))
+        grant = tuple(build_grant(policy, origin))
         if outgoing.method not in upstream.methods:
             steps.append(Step("bridge", f"method {outgoing.method}", False,
                               f"not in methods = {' '.join(sorted(upstream.methods))}: refused 405 "
@@ -184,6 +184,6 @@ def grant_explain(response: Response) -> Response:
     origin = request.headers.get("Origin")
     response.vary.add("Origin")
     if origin is not None and origin_allowed(config.cors, origin):
-        for name, value in grant_headers(config.cors, origin):
+        for name, value in build_grant(config.cors, origin):
             response.headers[name] = value
     return response

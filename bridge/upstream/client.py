@@ -210,15 +210,10 @@ class UpstreamClient:
         if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
             # upstream_url and within_base never make such a url; this is the last line anyway.
             raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
-        name = upstream.name
         try:
             conn, _ = pool.connection(min(remaining, upstream.timeout))
-        except TimeoutError:
-            raise timed_out(upstream) from None
-        except ssl.SSLError:
-            raise UpstreamUnreachable(f"TLS handshake with upstream {name!r} failed") from None
-        except OSError:
-            raise UpstreamUnreachable(f"upstream {name!r} is unreachable") from None
+        except BaseException as exc:
+            raise self._typed(exc, upstream, answered=False) from None
         sock = conn.sock
 
         def before_read() -> None:
@@ -243,7 +238,7 @@ class UpstreamClient:
                                                before_read)
         except BaseException as exc:
             conn.close()  # a half-read or broken connection is never reused
-            raise self._typed(exc, upstream, sent) from None
+            raise self._typed(exc, upstream, answered=sent) from None
         if reusable:
             pool.release(conn)
         else:
@@ -251,7 +246,8 @@ class UpstreamClient:
         return head.status, head.headers, content
 
     def _typed(self, exc: BaseException, upstream: UpstreamConfig, answered: bool) -> BaseException:
-        """The bridge's error for what broke an exchange (requests' adapters do the same, in one place)."""
+        """The bridge's error for what broke a connection or an exchange, decided here and only here
+        (as requests' adapters do); the guard's own refusals (``BridgeError``) pass through."""
         name = upstream.name
         if isinstance(exc, TimeoutError):
             return timed_out(upstream)

@@ -1,19 +1,13 @@
 """The total deadline of an upstream request, enforced on the socket whatever pace the upstream keeps.
 
-Socket timeouts bound each read, not the request: an upstream that sends a byte of its headers (or
-of a gzip comment) just inside every read timeout holds a worker thread for as long as it likes.
-``Watchdog.watch(deadline)`` opens a watch for the current thread; the upstream connection attaches
-its socket when it starts waiting for the answer (``attach_current``); if the deadline passes first,
-one watchdog thread shuts the socket down, which wakes the blocked read at once. The caller then
-sees a broken connection and, being past its deadline, reports a timeout. This module only cuts
-sockets; it does not decide deadlines or render errors.
-
-A watch costs its request no thread switch: the watchdog is woken only for a deadline earlier than the
-one it sleeps until (with one timeout for every request of an upstream, a new deadline is almost always
-later), and it sleeps at least ``TICK`` between rounds, firing every watch then due. So a deadline is
-kept to within ``TICK`` (50 ms, against timeouts of seconds), and a busy bridge wakes the watchdog at
-most 20 times a second instead of twice per upstream request (py-spy: waking it in ``watch`` was a
-sixth of a miss's time holding the GIL).
+Socket timeouts bound each read, not the request: an upstream that sends a byte just inside every
+read timeout would hold a worker thread for as long as it likes. ``Watchdog.watch(deadline)`` opens a
+watch for the current thread, the upstream connection attaches its socket while it waits for the
+answer (``attach_current``), and when the deadline passes first one watchdog thread shuts the socket
+down, which wakes the blocked read at once; the caller, past its deadline, reports a timeout. The
+watchdog is woken only for a deadline earlier than the one it sleeps until, and fires every watch
+then due once a ``TICK``, so a deadline is kept to within a tick and a watch costs its request no
+thread switch. It only cuts sockets: it neither decides deadlines nor renders errors.
 """
 
 from __future__ import annotations

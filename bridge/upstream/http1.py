@@ -24,12 +24,13 @@ from typing import cast
 
 from werkzeug.http import HTTP_STATUS_CODES
 
+from ..policy.headers import TOKEN_BYTES
+
 MAX_HEADERS = 100  # header fields of one answer
 MAX_HEAD_BYTES = 64 * 1024  # its status line and header section together
 MAX_LINE = 16 * 1024
 CHUNK = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r?\n")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[^\r\n]*)?\r?\n")
 # Statuses a client may be given: 2xx to 5xx that the bridge can name in its own status line.
@@ -192,7 +193,7 @@ def _field(line: bytes) -> tuple[str, str]:
     if line[:1] in (b" ", b"\t"):
         raise ProtocolError("sent a folded header line (obs-fold), which the bridge does not pass on")
     name, colon, value = line.partition(b":")
-    if not colon or not _TOKEN.fullmatch(name):
+    if not colon or not TOKEN_BYTES.fullmatch(name):
         raise ProtocolError("sent a header line that is not 'Name: value'")
     value = value.rstrip(b"\r\n").strip(b" \t")
     if not _FIELD_VALUE.fullmatch(value):
