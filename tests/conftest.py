@@ -1,4 +1,4 @@
-"""Shared fixtures: real upstream servers on loopback, and the app built from the factory."""
+"""Shared fixtures: real upstream servers on loopback, the app built from the factory, the browsers."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from playwright.sync_api import Page as PlaywrightPage
 
 from bridge import create_app
 from bridge.config import Config, parse_config
-from tests.engines import EngineUnavailable
-from tests.engines.chromium import launch_chromium
+from tests.engines import ENGINE_NAMES, Engine, EngineUnavailable
+from tests.engines import Page as EnginePage
+from tests.engines.chromium import ChromiumEngine, launch_chromium
+from tests.engines.firefox import FirefoxEngine
+from tests.engines.webkit import WebKitEngine
 from tests.live import LiveServer
 from tests.redis_server import RedisServer
 from tests.upstream_server import Reply, UpstreamServer
@@ -104,7 +107,7 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-# --- the browser: one headless Chromium for the whole run (Debian's, never a downloaded build) ---
+# --- browsers: each engine started once per run, from Debian's packages, never a downloaded build ---
 
 
 def started_or_skipped(start: Callable[[], T]) -> T:
@@ -134,6 +137,30 @@ def page(browser: Browser) -> Iterator[PlaywrightPage]:
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session", params=ENGINE_NAMES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Chromium, Firefox and WebKit in turn, each started once per run: a test that takes it (or
+    `engine_page`) runs once per engine, with ids ``[chromium]``, ``[firefox]``, ``[webkit]``.
+    Chromium is the ``browser`` fixture's process."""
+    started: Engine
+    if request.param == "chromium":
+        started = ChromiumEngine(request.getfixturevalue("browser"))
+    elif request.param == "firefox":
+        started = started_or_skipped(FirefoxEngine.launch)
+    else:
+        started = started_or_skipped(WebKitEngine.launch)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def engine_page(engine: Engine) -> Iterator[EnginePage]:
+    """A fresh blank page of the engine under test (a new context and tab where the engine has them)."""
+    opened = engine.new_page()
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
