@@ -1,21 +1,31 @@
-"""Shared fixtures: real upstream servers on loopback, and the app built from the factory."""
+"""Shared fixtures: real upstream servers on loopback, the app built from the factory, the browsers."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Page as PlaywrightPage
 
 from bridge import create_app
 from bridge.config import Config, parse_config
+from tests.engines import ENGINE_NAMES, Engine, EngineUnavailable
+from tests.engines import Page as EnginePage
+from tests.engines.chromium import ChromiumEngine, launch_chromium
+from tests.engines.firefox import FirefoxEngine
+from tests.engines.webkit import WebKitEngine
 from tests.live import LiveServer
 from tests.redis_server import RedisServer
 from tests.upstream_server import Reply, UpstreamServer
 
 ALLOWED = "https://app.example.com"
+T = TypeVar("T")
 
 
 def _page_origin_app(environ, start_response):  # type: ignore[no-untyped-def]
@@ -97,39 +107,60 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-# --- the browser: one headless Chromium for the whole run (Debian's, never a downloaded build) ---
+# --- browsers: each engine started once per run, from Debian's packages, never a downloaded build ---
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+
+def started_or_skipped(start: Callable[[], T]) -> T:
+    """`start()`; a browser this machine cannot start fails the test in CI and skips it elsewhere,
+    naming the Debian package either way."""
+    try:
+        return start()
+    except EngineUnavailable as unavailable:
+        if os.environ.get("CI"):
+            pytest.fail(str(unavailable))
+        pytest.skip(str(unavailable))
 
 
 @pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (CI installs it)")
-    from playwright.sync_api import sync_playwright
-
+def browser() -> Iterator[Browser]:
+    """Playwright's Chromium, for the tests written against Playwright's own page."""
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=CHROMIUM_ARGS)
+        launched = started_or_skipped(lambda: launch_chromium(playwright))
         yield launched
         launched.close()
 
 
 @pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
+def page(browser: Browser) -> Iterator[PlaywrightPage]:
     """A fresh browser context and page per test, sharing the one browser process."""
     context = browser.new_context()
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session", params=ENGINE_NAMES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Chromium, Firefox and WebKit in turn, each started once per run: a test that takes it (or
+    `engine_page`) runs once per engine, with ids ``[chromium]``, ``[firefox]``, ``[webkit]``.
+    Chromium is the ``browser`` fixture's process."""
+    started: Engine
+    if request.param == "chromium":
+        started = ChromiumEngine(request.getfixturevalue("browser"))
+    elif request.param == "firefox":
+        started = started_or_skipped(FirefoxEngine.launch)
+    else:
+        started = started_or_skipped(WebKitEngine.launch)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def engine_page(engine: Engine) -> Iterator[EnginePage]:
+    """A fresh blank page of the engine under test (a new context and tab where the engine has them)."""
+    opened = engine.new_page()
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
