@@ -11,15 +11,27 @@ STAMP  := $(VENV)/.installed
 # acorn, for the ES3 parse check of legacy_client/legacy-client.js (pinned by its package-lock.json)
 NODE_STAMP := legacy_client/node_modules/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install lock run test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+# The exact versions the suite passed with (requirements.lock), then the project itself without
+# resolving anything again. `make lock` refreshes the lock from pyproject.toml in a fresh venv.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[test,bench]'
+	{ echo "# make lock: pyproject.toml's dependencies with extras test and bench, as resolved $$(date -u +%F)"; \
+	  .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock
+	rm -rf .venv-lock
 
 $(NODE_STAMP): legacy_client/package.json legacy_client/package-lock.json
 	cd legacy_client && npm ci --no-audit --no-fund

@@ -136,6 +136,20 @@ def test_app_py_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     assert str(bad) in lines[0]
 
 
+def test_console_script_is_app_py(tmp_path: Path) -> None:
+    """``jsonp-cors-bridge`` (pyproject's [project.scripts]) runs what ``python app.py`` runs."""
+    script = Path(sys.executable).with_name("jsonp-cors-bridge")
+    assert script.exists(), "make install puts the console script beside the venv's python"
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[server]\nworkers = 0\n")
+    refused = subprocess.run([str(script), "--config", str(bad), "--check"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "[server] workers" in refused.stderr
+    good = subprocess.run([str(script), "--config", "wsgi.ini", "--check"], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "DEMO_URL": "http://h/"})
+    assert good.returncode == 0, good.stderr
+
+
 def test_shipped_wsgi_ini_is_valid() -> None:
     config = load_config("wsgi.ini", env={})
     assert "demo" in config.upstreams
