@@ -217,6 +217,16 @@ def test_the_trailing_slash_redirect_does_not_echo_the_host(client: FlaskClient,
     pytest.param("cb`x`", id="template"),
     pytest.param("a=>1", id="arrow"),
     pytest.param("", id="empty"),
+    pytest.param("jQuery.globalEval", id="jquery-globalEval"),
+    pytest.param("$.globalEval", id="dollar-globalEval"),
+    pytest.param("jQuery.getScript", id="jquery-getScript"),
+    pytest.param("execScript", id="execScript"),
+    pytest.param("setImmediate", id="setImmediate"),
+    pytest.param("self.importScripts", id="importScripts"),
+    pytest.param("my.eval.cb", id="eval-inside"),
+    pytest.param("a.b.Function", id="function-at-the-end"),
+    pytest.param("a.constructor.constructor", id="constructor-chain"),
+    pytest.param("app.__proto__.cb", id="proto-inside"),
 ])
 def test_callback_tricks_are_refused(client: FlaskClient, upstream: UpstreamServer,
                                      callback: str) -> None:
@@ -244,6 +254,40 @@ def test_an_accepted_callback_is_written_back_unchanged(client: FlaskClient) -> 
     response = client.get("/jsonp/api/?callback=jQuery123_456.done$")
     assert response.status_code == 200
     assert response.data == b'/**/jQuery123_456.done$({"index": true});'
+
+
+ALLOWLIST = "[jsonp]\nallow_callbacks = jQuery* __jp* angular.callbacks.* my.ns.*\n"
+
+
+@pytest.mark.parametrize(("callback", "served"), [
+    pytest.param("jQuery37101234567_1700000000000", True, id="jquery"),
+    pytest.param("__jp0", True, id="webmodules-jsonp"),
+    pytest.param("angular.callbacks._0", True, id="angularjs"),
+    pytest.param("my.ns.done", True, id="namespace"),
+    pytest.param("cb", False, id="unlisted"),
+    pytest.param("xjQuery1", False, id="anchored-at-the-start"),
+    pytest.param("jQuery1.x", False, id="star-stays-in-its-segment"),
+    pytest.param("angular.callbacks._0.x", False, id="no-extra-segment"),
+    pytest.param("my.ns", False, id="no-missing-segment"),
+    pytest.param("jQuery.globalEval", False, id="allowlist-never-overrides-refusals"),
+])
+def test_allow_callbacks_narrows_the_grammar(make_app: Callable[..., Flask], upstream: UpstreamServer,
+                                             callback: str, served: bool) -> None:
+    client = make_app(ALLOWLIST).test_client()
+    response = client.get("/jsonp/api/", query_string={"callback": callback})
+    if served:
+        assert response.status_code == 200
+        assert response.data == f'/**/{callback}({{"index": true}});'.encode()
+    else:
+        body = assert_refused(response, 400, "invalid_callback")
+        assert "allowed callback patterns" in body["message"] or "may not use" in body["message"]
+        assert upstream.count() == 0
+
+
+def test_a_bad_callback_pattern_stops_start_up(make_config: Callable[..., object]) -> None:
+    from bridge.config import ConfigError
+    with pytest.raises(ConfigError, match=r"\[jsonp\] allow_callbacks: 'a\[0\]' is not a callback"):
+        make_config("[jsonp]\nallow_callbacks = jQuery* a[0]\n")
 
 
 # --- input limits ---

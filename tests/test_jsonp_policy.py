@@ -161,3 +161,17 @@ def test_depth_is_counted_outside_strings_only(value: object, limit: int) -> Non
     for text in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=1)):
         assert json_depth(text) == _depth(value)
         assert nests_deeper_than(text, limit) == (_depth(value) > limit)
+
+
+def test_the_readme_callback_patterns_match_the_names_their_clients_send() -> None:
+    """Each row of the README's allow_callbacks table: the name is accepted and its pattern matches it."""
+    import re
+    from pathlib import Path
+
+    from bridge.policy.jsonp import callback_problem, parse_callback_pattern
+    rows = re.findall(r"^  \| [^|]+ \| `([^`]+)` \| `([^`]+)` \|$", Path("README.md").read_text(), re.M)
+    assert len(rows) >= 7
+    for name, pattern in rows:
+        assert callback_problem(name) is None, name
+        assert parse_callback_pattern(pattern).matches(name), (pattern, name)
+        assert not parse_callback_pattern(pattern).matches("x" + name), pattern

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..policy.cors import CorsPolicy
+from ..policy.jsonp import CallbackPattern
 from . import values
 from .settings import SECTIONS, UPSTREAM, Setting, in_section, upstream_settings
 
@@ -55,6 +56,7 @@ class ServerConfig:
 class JsonpConfig:
     callback_param: str
     max_callback_length: int
+    allow_callbacks: tuple[CallbackPattern, ...] | None
 
 
 @dataclass(frozen=True)

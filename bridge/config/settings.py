@@ -65,6 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
             "the query parameter naming the callback"),
     Setting("jsonp", "max_callback_length", values.positive_int, "128",
             "longest accepted callback name"),
+    Setting("jsonp", "allow_callbacks", values.callback_patterns, "",
+            "space-separated callback patterns (`jQuery* angular.callbacks.*`; `*` stays within one "
+            "dot-separated segment); when set, every other name is refused with 400. Empty: any name "
+            "the grammar accepts"),
     Setting("cache", "backend", values.cache_backend, "memory",
             "`memory`, or `redis://host:port/db` (`rediss://`, `unix://` too)"),
     Setting("cache", "ttl", values.non_negative_int, "60",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..policy.cors import OriginPattern, parse_origin_pattern
 from ..policy.headers import HOP_BY_HOP, TOKEN, TRANSPORT_HEADERS
+from ..policy.jsonp import CONTROL_PARAMS, CallbackPattern, parse_callback_pattern
 
 T = TypeVar("T", int, float)
 
@@ -126,9 +127,16 @@ def origins(raw: str) -> tuple[OriginPattern, ...] | None:
 
 def callback_param(raw: str) -> str:
     value = raw.strip()
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) or value in {"_", "envelope"}:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) or value in CONTROL_PARAMS:
         raise ValueError(f"expected a query parameter name other than _ and envelope, got {raw!r}")
     return value
+
+
+def callback_patterns(raw: str) -> tuple[CallbackPattern, ...] | None:
+    """Space-separated callback patterns (``jQuery* angular.callbacks.*``); empty means any name the
+    grammar accepts (None)."""
+    items = raw.split()
+    return tuple(parse_callback_pattern(item) for item in items) if items else None
 
 
 def max_age(raw: str) -> int:

@@ -36,11 +36,13 @@ RESERVED_WORDS = frozenset("""
 DANGEROUS_NAMES = frozenset("""
     window self top parent opener frames document location globalThis constructor prototype
     __proto__ __defineGetter__ __defineSetter__ __lookupGetter__ __lookupSetter__ eval Function
-    setTimeout setInterval setImmediate execScript importScripts postMessage open close write
+    setTimeout setInterval setImmediate execScript importScripts globalEval getScript parseHTML
+    postMessage open close write
     writeln call apply bind navigate assign replace reload alert confirm prompt print
     localStorage sessionStorage indexedDB cookie domain history navigator
 """.split())
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*", re.ASCII)
+_PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9_$*]+", re.ASCII)
 DEFAULT_MAX_LENGTH = 128
 # The JSONP path's own query parameters, with the configured callback parameter: never forwarded.
 CONTROL_PARAMS = frozenset({"_", "envelope"})
@@ -54,11 +56,36 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
-def callback_problem(name: str, max_length: int = DEFAULT_MAX_LENGTH) -> str | None:
+@dataclass(frozen=True)
+class CallbackPattern:
+    """One ``[jsonp] allow_callbacks`` pattern: dot-separated segments, where ``*`` stands for any
+    run of identifier characters within one segment (never a dot), anchored at both ends."""
+
+    text: str
+    matcher: re.Pattern[str]
+
+    def matches(self, name: str) -> bool:
+        return self.matcher.fullmatch(name) is not None
+
+
+def parse_callback_pattern(text: str) -> CallbackPattern:
+    """``jQuery*``, ``angular.callbacks.*``, ``my.ns.cb``; ValueError saying what would do."""
+    segments = text.split(".")
+    if not all(_PATTERN_SEGMENT.fullmatch(s) for s in segments):
+        raise ValueError(f"{text!r} is not a callback pattern: use dot-separated names of letters, "
+                         "digits, '_' and '$', with '*' for any run of them within one segment")
+    regex = r"\.".join("[A-Za-z0-9_$]*".join(re.escape(p) for p in s.split("*")) for s in segments)
+    return CallbackPattern(text, re.compile(regex, re.ASCII))
+
+
+def callback_problem(name: str, max_length: int = DEFAULT_MAX_LENGTH,
+                     allowed: tuple[CallbackPattern, ...] | None = None) -> str | None:
     """Why ``name`` is not an acceptable callback, or None when it is.
 
     Accepted: one or more dot-separated ASCII identifiers, none of them a reserved word or a name
-    that reaches the DOM or code evaluation, at most ``max_length`` characters in all.
+    that reaches the DOM or code evaluation, at most ``max_length`` characters in all, and, when
+    ``allowed`` is given (``[jsonp] allow_callbacks``), matching one of its patterns: the allowlist
+    narrows the grammar, it never lets a refused name through.
     """
     if not name:
         return "the callback name is empty"
@@ -72,12 +99,16 @@ def callback_problem(name: str, max_length: int = DEFAULT_MAX_LENGTH) -> str | N
             return f"the callback name uses the reserved word {segment!r}"
         if segment in DANGEROUS_NAMES:
             return f"the callback name may not use {segment!r}"
+    if allowed is not None and not any(p.matches(name) for p in allowed):
+        return ("the callback name matches none of this bridge's allowed callback patterns ("
+                + " ".join(p.text for p in allowed) + ")")
     return None
 
 
-def check_callback(name: str, max_length: int = DEFAULT_MAX_LENGTH) -> str:
+def check_callback(name: str, max_length: int = DEFAULT_MAX_LENGTH,
+                   allowed: tuple[CallbackPattern, ...] | None = None) -> str:
     """Return ``name`` unchanged, or raise InvalidCallback saying what to change."""
-    problem = callback_problem(name, max_length)
+    problem = callback_problem(name, max_length, allowed)
     if problem is not None:
         raise InvalidCallback(problem)
     return name
@@ -144,8 +175,8 @@ class JsonpParams:
     envelope: bool
 
 
-def jsonp_params(args: Mapping[str, list[str]], callback_param: str,
-                 max_length: int) -> JsonpParams:
+def jsonp_params(args: Mapping[str, list[str]], callback_param: str, max_length: int,
+                 allowed: tuple[CallbackPattern, ...] | None = None) -> JsonpParams:
     """Read the control parameters from the query (``args`` maps a name to all its values)."""
     callbacks = args.get(callback_param, [])
     if len(callbacks) > 1:
@@ -160,18 +191,18 @@ def jsonp_params(args: Mapping[str, list[str]], callback_param: str,
     envelope_text = envelopes[0] if envelopes else ""
     if envelope_text not in {"", "0", "1", "true", "false"}:
         raise InvalidCallback("envelope must be 1 or 0", code="bad_request")
-    return JsonpParams(check_callback(callbacks[0], max_length), envelope_text in {"1", "true"})
+    return JsonpParams(check_callback(callbacks[0], max_length, allowed), envelope_text in {"1", "true"})
 
 
 @lru_cache(maxsize=1024)
-def params_of(pairs: tuple[tuple[str, str], ...], callback_param: str,
-              max_length: int) -> JsonpParams:
+def params_of(pairs: tuple[tuple[str, str], ...], callback_param: str, max_length: int,
+              allowed: tuple[CallbackPattern, ...] | None = None) -> JsonpParams:
     """``jsonp_params`` of a query's decoded pairs, remembered for recent queries (a refusal is
     raised, never remembered)."""
     args: dict[str, list[str]] = {}
     for key, value in pairs:
         args.setdefault(key, []).append(value)
-    return jsonp_params(args, callback_param, max_length)
+    return jsonp_params(args, callback_param, max_length, allowed)
 
 
 def envelope(status: int, headers: Mapping[str, str], data_json: str) -> str:

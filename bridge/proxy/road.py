@@ -231,7 +231,8 @@ class ProxyRoad:
 
     def jsonp_params(self, request: ProxyRequest) -> jsonp_policy.JsonpParams:
         jsonp = self.config.jsonp
-        return jsonp_policy.params_of(request.pairs, jsonp.callback_param, jsonp.max_callback_length)
+        return jsonp_policy.params_of(request.pairs, jsonp.callback_param, jsonp.max_callback_length,
+                                      jsonp.allow_callbacks)
 
     def count_query(self, request: ProxyRequest) -> None:
         limit = self.config.limits.max_query_params
