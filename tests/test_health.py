@@ -134,4 +134,5 @@ def test_a_name_resolving_inside_is_never_probed_without_allow_private(
     report = health.report()
     assert report["unreachable"] == ["inside"]
     assert "internal addresses" in report["upstreams"]["inside"]["reason"]
+    assert "10.1.2.3" not in str(report) and "a private address" not in str(report)  # the log says
     assert all(host != "10.1.2.3" for host, _ in connect.calls)

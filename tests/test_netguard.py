@@ -6,6 +6,7 @@ the real loopback server of conftest, reached by a name only when the test allow
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -74,13 +75,20 @@ INTERNAL_ANSWERS = [
 
 @pytest.mark.parametrize(("answers", "reason"), INTERNAL_ANSWERS)
 def test_internal_answers_are_refused_before_connecting(upstream: UpstreamServer, answers: list[str],
-                                                        reason: str) -> None:
+                                                        reason: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     dns = PlayedDns(answers)
-    response = named_app(upstream, dns).test_client().get("/cors/named/x")
+    with caplog.at_level(logging.WARNING, logger="bridge.upstream"):
+        response = named_app(upstream, dns).test_client().get("/cors/named/x")
     assert response.status_code == 502
     body = response.get_json()
     assert body["error"] == "upstream_address_refused"
-    assert reason in body["message"] and "allow_private = true" in body["message"]
+    assert "allow_private = true" in body["message"]
+    # The client is not told what the name resolves to, nor what kind of address it is; the log is.
+    assert f"a {reason} address" not in body["message"]
+    assert not any(answer.split("%")[0] in body["message"] for answer in answers)
+    logged = [r.getMessage() for r in caplog.records if r.name == "bridge.upstream"]
+    assert any(reason in line and answers[-1].split("%")[0] in line for line in logged), logged
     assert upstream.count() == 0  # nothing reached any server
     assert dns.questions == [("api.test", upstream.port)]
 

@@ -14,11 +14,14 @@ connect, choose upstreams, follow redirects or render errors.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import UpstreamAddressRefused, UpstreamUnreachable
+
+log = logging.getLogger("bridge.upstream")
 
 # host, port -> the addresses to try, in order (strings such as "192.0.2.1" or "2001:db8::1")
 Resolver = Callable[[str, int], Sequence[str]]
@@ -113,8 +116,12 @@ class AddressGuard:
             for answer in answers:
                 problem = address_problem(answer)
                 if problem is not None:
+                    # The address is for the operator's log: a client learns only that it is refused.
+                    log.warning("upstream %r: %s resolves to a %s address (%s), refused; set "
+                                "allow_private = true for it if that is intended",
+                                self.upstream, host, problem, answer)
                     raise UpstreamAddressRefused(
-                        f"upstream {self.upstream!r} resolves to a {problem} address ({answer}); "
-                        "the bridge does not connect to internal addresses by name. Set "
-                        "allow_private = true for this upstream if that is intended")
+                        f"the address upstream {self.upstream!r} resolves to is refused: the bridge "
+                        "does not connect to internal addresses by name (the operator's log says "
+                        "which; allow_private = true for this upstream allows them)")
         return answers
