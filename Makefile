@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # acorn, for the ES3 parse check of legacy_client/legacy-client.js (pinned by its package-lock.json)
 NODE_STAMP := legacy_client/node_modules/.installed
 
-.PHONY: install lock run test lint typecheck pytest bench clean
+.PHONY: install lock run test lint typecheck pytest bench cache-tests clean
 
 # The exact versions the suite passed with (requirements.lock), then the project itself without
 # resolving anything again. `make lock` refreshes the lock from pyproject.toml in a fresh venv.
@@ -68,6 +68,16 @@ bench: install bench/node_modules/.package-lock.json
 
 bench/node_modules/.package-lock.json: bench/package-lock.json
 	npm ci --prefix bench --no-audit --no-fund
+
+# Not part of make test: the public HTTP caching suite (cache-tests.fyi) through the bridge, scored
+# beside its published caches. The suite is a git clone kept outside this repo, found offline:
+# make cache-tests CACHE_TESTS_DIR=/path/to/cache-tests (run.py says how to get it when it is missing).
+CACHE_TESTS_DIR ?= ../cache-tests
+cache-tests: install bench/cache_tests/node_modules/.package-lock.json
+	$(BIN)/python bench/cache_tests/run.py --suite $(CACHE_TESTS_DIR) $(CACHE_TESTS_ARGS)
+
+bench/cache_tests/node_modules/.package-lock.json: bench/cache_tests/package-lock.json
+	npm ci --prefix bench/cache_tests --no-audit --no-fund
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results legacy_client/node_modules
