@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 import redis
@@ -137,7 +138,42 @@ class Failover:
     seconds: float  # from the kill until the sentinels name the new master and it says it is one
 
 
-class RedisSentinelSet:
+class _ProcessSet:
+    """What a topology's life is: its processes started on entry (all stopped if one fails), stopped
+    on exit; ``started_in`` says how long the start took."""
+
+    _procs: _Processes
+    started_in: float
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        return self._procs.pids()
+
+    @property
+    def workdir(self) -> Path:
+        return self._procs.workdir
+
+    def __enter__(self) -> Self:
+        started = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        self.started_in = time.monotonic() - started
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._procs.close()
+
+
+class RedisSentinelSet(_ProcessSet):
     """One master, one replica and three sentinels (quorum 2), on loopback.
 
     ``sentinel_url`` is ``redis+sentinel://HOST:PORT,HOST:PORT,HOST:PORT/MASTERNAME/0``."""
@@ -157,27 +193,6 @@ class RedisSentinelSet:
     def sentinel_url(self) -> str:
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"redis+sentinel://{hosts}/{self.master_name}/0"
-
-    def pids(self) -> list[int]:
-        return self._procs.pids()
-
-    @property
-    def workdir(self) -> Path:
-        return self._procs.workdir
-
-    def __enter__(self) -> RedisSentinelSet:
-        started = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        self.started_in = time.monotonic() - started
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
     def _start(self) -> None:
         procs = self._procs
@@ -240,11 +255,9 @@ class RedisSentinelSet:
         self.master_port, self.replica_port = new, old
         return Failover(old, new, killed, dead, time.monotonic() - killed)
 
-    def close(self) -> None:
-        self._procs.close()
 
 
-class RedisClusterSet:
+class RedisClusterSet(_ProcessSet):
     """Three masters, no replicas, every hash slot assigned, on loopback.
 
     ``cluster_url`` is ``redis+cluster://HOST:PORT,HOST:PORT,HOST:PORT``."""
@@ -264,27 +277,6 @@ class RedisClusterSet:
     @property
     def cluster_url(self) -> str:
         return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in self.nodes)
-
-    def pids(self) -> list[int]:
-        return self._procs.pids()
-
-    @property
-    def workdir(self) -> Path:
-        return self._procs.workdir
-
-    def __enter__(self) -> RedisClusterSet:
-        started = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        self.started_in = time.monotonic() - started
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
     def _start(self) -> None:
         procs = self._procs
@@ -311,5 +303,3 @@ class RedisClusterSet:
                                 and int(info["cluster_slots_assigned"]) == 16384)
                 wait_until(f"cluster node {port} did not report cluster_state:ok", ready)
 
-    def close(self) -> None:
-        self._procs.close()
