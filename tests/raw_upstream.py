@@ -18,7 +18,8 @@ Answer = bytes | Callable[[str], bytes]
 class RawUpstream:
     def __init__(self, answer: Answer = b"") -> None:
         self.answer = answer
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # the path of each request
+        self.heads: list[bytes] = []  # each request's head as it arrived
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -47,6 +48,7 @@ class RawUpstream:
                 return
             path = data.split(b" ", 2)[1].decode("latin-1") if data.count(b" ") >= 2 else ""
             self.requests.append(path)
+            self.heads.append(data)
             answer = self.answer(path) if callable(self.answer) else self.answer
             try:
                 conn.sendall(answer)

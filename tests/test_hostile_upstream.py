@@ -75,8 +75,12 @@ def raw_upstreams() -> Iterator[dict[str, RawUpstream]]:
         server.close()
 
 
+SECRET = "s3cr3t-only-the-upstream-may-see;x"  # from the environment, with a ';' to split on
+
+
 def bridge_ini(servers: dict[str, RawUpstream]) -> str:
-    sections = "".join(f"[upstream:{name}]\nurl = {server.url}\ntimeout = 3\n\n"
+    sections = "".join(f"[upstream:{name}]\nurl = {server.url}\ntimeout = 3\n"
+                       "headers = Authorization: Bearer ${HOSTILE_SECRET}\n\n"
                        for name, server in servers.items())
     return f"[cors]\nallow_origins = {ALLOWED}\n\n{sections}"
 
@@ -90,7 +94,7 @@ def gunicorn_bridge(raw_upstreams: dict[str, RawUpstream],
     port = free_port()
     log = work / "bridge.log"
     process = start([sys.executable, "app.py", "--config", str(ini), "--bind", f"127.0.0.1:{port}",
-                     "--workers", "1"], log)
+                     "--workers", "1"], log, env={"HOSTILE_SECRET": SECRET})
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", process)
         yield f"http://127.0.0.1:{port}", log
@@ -143,14 +147,35 @@ def test_interim_answers_are_read_past_and_never_forwarded(
     assert script.text == '/**/cb({"ok": true});'
 
 
+HOSTILE_REQUESTS = [  # what a hostile client sends beside them: (method, path, headers)
+    ("GET", "/cors/nothing/%2e%2e/%2e%2e/etc/passwd", {}),
+    ("GET", "/cors/nothing/x%0d%0aSet-Cookie:%20a=b", {}),
+    ("GET", "/jsonp/nothing/x?callback=jQuery.globalEval", {}),
+    ("GET", "/jsonp/nothing/x?callback=%3Cscript%3E", {}),
+    ("OPTIONS", "/cors/nothing/x",
+     {"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"}),
+    ("GET", "/cors/nothing/x", {"Origin": ALLOWED, "X-Big": "v" * 20000}),
+    ("GET", "/cors/nothing/x", {"Origin": f"{ALLOWED}, https://evil.example"}),
+    ("POST", "/jsonp/nothing/x?callback=cb", {}),
+    ("GET", "/cors/" + "a" * 5000, {}),
+]
+
+
 @pytest.mark.slow
 def test_the_log_says_what_the_upstream_did_and_never_a_traceback(
-        gunicorn_bridge: tuple[str, Path]) -> None:
+        gunicorn_bridge: tuple[str, Path], raw_upstreams: dict[str, RawUpstream]) -> None:
     base, log = gunicorn_bridge
     for name in HOSTILE:
         requests.get(f"{base}/cors/{name}/x", timeout=10)
+    for method, path, headers in HOSTILE_REQUESTS:
+        answer = requests.request(method, base + path, headers=headers, timeout=10)
+        assert 400 <= answer.status_code < 500, (method, path, answer.status_code)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text and "Error handling request" not in text
+    # The secret went upstream whole, as one header, and nowhere else: not in the log, not split.
+    seen = raw_upstreams["nul-in-value"].heads
+    assert seen and f"\r\nauthorization: bearer {SECRET}\r\n".encode() in seen[-1].lower()
+    assert SECRET not in text and SECRET.split(";")[0] not in text
     refusals = [line for line in text.splitlines() if '"error":"upstream_error"' in line]
     assert len(refusals) >= len(HOSTILE)
 
