@@ -10,6 +10,7 @@ from bridge.cache import SingleFlight
 from bridge.cache.freshness import (
     cache_control,
     freshness_lifetime,
+    http_date,
     not_modified,
     renewed_headers,
     retention,
@@ -113,6 +114,44 @@ def test_response_vary_counts_configured_forward_headers() -> None:
         "ttl-zero"])
 def test_freshness_lifetime(headers: dict[str, str], ttl: int, expected: int | None) -> None:
     assert freshness_lifetime(answer(**headers), ttl) == expected
+
+
+# The Expires values of http-tests/cache-tests' expires-parse.mjs (at b55b8bda): the three forms of
+# RFC 9110 section 5.6.7 in any case are dates; anything looser is not, and then already expired.
+VALID_DATES = {
+    "Tue, 19 Jan 2038 14:14:08 GMT": "2038-01-19 14:14:08",
+    "Sun, 21 Nov 2286 04:46:39 GMT": "2286-11-21 04:46:39",
+    "Thursday, 18-Aug-50 02:01:18 GMT": "2050-08-18 02:01:18",
+    "Thu Aug  8 02:01:18 2050": "2050-08-08 02:01:18",
+    "THU, 18 Aug 2050 02:01:18 GMT": "2050-08-18 02:01:18",
+    "Thu, 18 AUG 2050 02:01:18 GMT": "2050-08-18 02:01:18",
+    "Thu, 18 Aug 2050 02:01:18 gMT": "2050-08-18 02:01:18",
+}
+INVALID_DATES = ["Thu, 18 Aug 2050 02:01:18 UTC", "Thu, 18 Aug 2050 02:01:18 AEST",
+                 "Thu, 18 Aug 50 02:01:18 GMT", "Thu 18 Aug 2050 02:01:18 GMT",
+                 "Thu, 18  Aug  2050 02:01:18 GMT", "Thu, 18-Aug-2050 02:01:18 GMT",
+                 "Thu, 18 Aug 2050 02.01.18 GMT", "Thu, 18 Aug 2050 2:01:18 GMT",
+                 "Thu, 31 Feb 2050 02:01:18 GMT", "Thu, 18 Aug 2050 24:01:18 GMT", "0", ""]
+
+
+@pytest.mark.parametrize("value", list(VALID_DATES))
+def test_http_date_reads_the_three_forms(value: str) -> None:
+    import time
+    parsed = http_date(value, now=1_800_000_000)  # 2027: "50" is 2050, not 1950
+    assert parsed is not None
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(parsed)) == VALID_DATES[value]
+
+
+@pytest.mark.parametrize("value", INVALID_DATES)
+def test_an_invalid_expires_is_already_expired(value: str) -> None:
+    assert http_date(value) is None
+    future = answer(Expires=value, Date="Thu, 01 Jan 2026 00:00:00 GMT", ETag='"a"')
+    assert freshness_lifetime(future, 60) == 0  # stored for revalidation only, never served fresh
+
+
+def test_a_two_digit_year_more_than_50_years_ahead_is_in_the_past() -> None:
+    in_2027 = 1_800_000_000
+    assert http_date("Sunday, 06-Nov-94 08:49:37 GMT", now=in_2027) == 784111777.0  # 1994, RFC 9110's own
 
 
 @pytest.mark.parametrize(("status", "negative_ttl", "expected"), [
