@@ -66,12 +66,13 @@ class Procs:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("wb")
         # A process group of its own (stopped with killpg), in the bench's own session: a new session
         # is a new scheduler autogroup on Linux, which would share the CPU with wrk group by group
         # rather than thread by thread (measured: a CORS hit 7,100 req/s against 9,700).
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, process_group=0)
         self.procs.append(proc)
         return proc
@@ -85,6 +86,7 @@ class Procs:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -21,7 +21,6 @@ import configparser
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.run import Procs  # noqa: E402  (the bench's process starter, not a copy of it)
+
 PY = sys.executable
 SUITE_URL = "https://github.com/http-tests/cache-tests"
 SUITE_COMMIT = "b55b8bda3dbb8c927c04e85bd8d496a8caa3e4ba"
@@ -203,33 +206,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Procs:
-    """Every process the run starts, each in a process group of its own (gunicorn's workers are stopped
-    with their master), stopped by that group at the end."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    process_group=0)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 def wait_for(what: str, proc: subprocess.Popen[bytes], ready: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -302,7 +278,7 @@ def suite_behind_bridge(suite: Path, tests: list[SuiteTest], procs: Procs,
     """The suite's server on loopback and the bridge in front of it; yields the base url the
     suite's client is given."""
     server_port, bridge_port = free_port(), free_port()
-    server = procs.start("suite-server", SERVER, suite, suite_env(
+    server = procs.start("suite-server", SERVER, cwd=suite, env=suite_env(
         npm_config_port=str(server_port), npm_config_pidfile=str(suite / "server.pid"),
         NODE_OPTIONS=f"--require {HERE / 'loopback.cjs'}"))
     wait_for("the suite's server", server, lambda: answers(f"http://127.0.0.1:{server_port}/"))
@@ -312,7 +288,7 @@ def suite_behind_bridge(suite: Path, tests: list[SuiteTest], procs: Procs,
     bridge_ini(ini, server_port, tests)
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     bridge = procs.start("bridge", [PY, "app.py", "--config", str(ini), "--bind", f"127.0.0.1:{bridge_port}"],
-                         ROOT, env)
+                         env)
     wait_for("the bridge", bridge, lambda: answers(f"http://127.0.0.1:{bridge_port}/healthz"))
     yield f"http://127.0.0.1:{bridge_port}/cors/{UPSTREAM}"
 
