@@ -147,8 +147,8 @@ http {{
 # --- the bridge's bench config, derived from wsgi.ini ---
 
 
-def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str | None = None,
-              per_client: str = "") -> None:
+def shipped_ini() -> configparser.ConfigParser:
+    """``wsgi.ini``'s [server], [cors], [jsonp], [cache] and [limits] as shipped, keys as written."""
     source = configparser.ConfigParser(interpolation=None)
     source.optionxform = str  # type: ignore[assignment,method-assign]
     source.read(ROOT / "wsgi.ini")
@@ -156,6 +156,12 @@ def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str 
     out.optionxform = str  # type: ignore[assignment,method-assign]
     for section in ("server", "cors", "jsonp", "cache", "limits"):
         out[section] = dict(source[section]) if source.has_section(section) else {}
+    return out
+
+
+def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str | None = None,
+              per_client: str = "") -> None:
+    out = shipped_ini()
     # The shipped [server] settings, unless the command line changes them (--reuse-port and the rest).
     out["server"].update(server)
     if backend is not None:

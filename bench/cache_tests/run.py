@@ -17,7 +17,6 @@ every log). Not a test: the score is a measurement, and ``make test`` never runs
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import Procs  # noqa: E402  (the bench's process starter, not a copy of it)
+from bench.run import Procs, shipped_ini  # noqa: E402  (the bench's own, not copies)
 
 PY = sys.executable
 SUITE_URL = "https://github.com/http-tests/cache-tests"
@@ -241,13 +240,7 @@ def suite_env(**settings: str) -> dict[str, str]:
 def bridge_ini(path: Path, upstream_port: int, tests: list[SuiteTest]) -> None:
     """``wsgi.ini``'s [server], [cors], [jsonp] and [cache] as shipped, with one worker, no rate limit
     and the suite's server as the one upstream."""
-    source = configparser.ConfigParser(interpolation=None)
-    source.optionxform = str  # type: ignore[assignment,method-assign]
-    source.read(ROOT / "wsgi.ini")
-    out = configparser.ConfigParser(interpolation=None)
-    out.optionxform = str  # type: ignore[assignment,method-assign]
-    for section in ("server", "cors", "jsonp", "cache", "limits"):
-        out[section] = dict(source[section]) if source.has_section(section) else {}
+    out = shipped_ini()
     out["server"]["workers"] = "1"
     out["limits"]["per_client"] = ""
     out[f"upstream:{UPSTREAM}"] = {
