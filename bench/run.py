@@ -8,7 +8,10 @@ with a per-client rate limit that is counted on every request and never reached,
 proxying the same file. wrk drives each target for a few seconds per round, the targets interleaved and
 rotated every round, and the medians over rounds are compared as ratios against the goals. Each round
 also records how wrk's connections sat on the gunicorn workers, and the report says how much of the
-rounds' spread in throughput that explains. Then a herd of concurrent cold requests (counted in nginx's
+rounds' spread in throughput that explains. Two targets spread over 16 keys compare hits on entries
+that keep going stale (upstream ``swr``: ttl 1 s, served stale while one background refresh renews
+them) with hits on entries that stay fresh, and nginx's access log says how often each stale key
+reached the upstream. Then a herd of concurrent cold requests (counted in nginx's
 access log) and, with ``--keys``, resident memory after filling the cache with that many keys. Results
 go to ``bench/results/`` as JSON and text. Nothing here is imported by the bridge.
 """
@@ -45,7 +48,10 @@ HEADERS = {"Origin": ORIGIN}
 FIXED_OVERHEAD_MIB = 16
 # The targets served by gunicorn with several workers (their connection spread matters).
 GUNICORN_TARGETS = frozenset({"floor", "raw-floor", "cors-hit", "jsonp-hit", "cors-miss", "jsonp-miss",
-                              "cors-hit-limited", "jsonp-hit-limited"})
+                              "cors-hit-limited", "jsonp-hit-limited", "cors-swr", "cors-fresh"})
+# Stale-while-revalidate: the swr upstream's lifetime, and the keys both of its targets rotate over.
+SWR_TTL = 1
+SWR_KEYS = 16
 # A per-client limit that one client never reaches in a bench run, so every request is counted.
 UNREACHED_LIMIT = "1000000000/minute"
 
@@ -126,7 +132,8 @@ pid {work}/nginx.pid;
 error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {access_log};
+    log_format bench '$msec "$request" $status';
+    access_log {access_log} bench;
     client_body_temp_path {work}/client; proxy_temp_path {work}/proxy;
     fastcgi_temp_path {work}/fastcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
     keepalive_requests 1000000;
@@ -173,6 +180,7 @@ def bench_ini(path: Path, nginx_port: int, server: dict[str, str], backend: str 
     upstream = {"url": f"http://127.0.0.1:{nginx_port}/", "timeout": "5", "allow_private": "true"}
     out["upstream:hit"] = dict(upstream)
     out["upstream:miss"] = {**upstream, "ttl": "0"}
+    out["upstream:swr"] = {**upstream, "ttl": str(SWR_TTL), "stale_while_revalidate": "60"}
     with path.open("w") as handle:
         out.write(handle)
 
@@ -239,6 +247,38 @@ def run_wrk(url: str, seconds: float, connections: int, threads: int = 1,
     errors_match = re.search(r"Socket errors: (.*)", output)
     return (rps, p50, p99, int(non_2xx_match.group(1)) if non_2xx_match else 0,
             errors_match.group(1) if errors_match else "", output)
+
+
+def rotating_script(path: Path, url_path: str, param: str) -> Path:
+    """A wrk script sending ``url_path?PARAM=0..SWR_KEYS-1`` in turn (one key per entry)."""
+    path.write_text(f"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "{url_path}?{param}=" .. (counter % {SWR_KEYS}))
+end
+""")
+    return path
+
+
+def refreshes(access_log: Path, param: str, window: float) -> dict[str, Any]:
+    """How the upstream saw the stale keys: requests per key, and the most for one key within
+    ``window`` seconds (1 when every refresh of a key was one request)."""
+    times: dict[str, list[float]] = {}
+    pattern = re.compile(r'^([\d.]+) "GET /data\.json\?' + param + r'=(\d+) ')
+    for line in access_log.read_text().splitlines():
+        if match := pattern.match(line):
+            times.setdefault(match.group(2), []).append(float(match.group(1)))
+    most = 0
+    for seen in times.values():
+        seen.sort()
+        start = 0
+        for end, at in enumerate(seen):
+            while at - seen[start] >= window:
+                start += 1
+            most = max(most, end - start + 1)
+    return {"keys": len(times), "upstream_requests": sum(len(t) for t in times.values()),
+            "most_within_window": most, "window_s": window}
 
 
 # --- checks before measuring: each target answers what it should ---
@@ -443,7 +483,11 @@ def main() -> None:
             "cors-miss": f"{bridge_url}/cors/miss/data.json",
             "jsonp-miss": f"{bridge_url}/jsonp/miss/data.json?callback=cb",
             "cors-anywhere": f"http://127.0.0.1:{ca_port}/{nginx_url}",
+            "cors-swr": f"{bridge_url}/cors/swr/data.json?s=0",
+            "cors-fresh": f"{bridge_url}/cors/hit/data.json?f=0",
         }
+        scripts = {"cors-swr": rotating_script(work / "swr.lua", "/cors/swr/data.json", "s"),
+                   "cors-fresh": rotating_script(work / "fresh.lua", "/cors/hit/data.json", "f")}
         wait_ready(nginx_url, procs.procs[0])
         wait_ready(bridge_url + "/healthz", bridge)
         wait_ready(limited_url + "/healthz", limited)
@@ -460,8 +504,8 @@ def main() -> None:
         info["load_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"bench: {info['machine']}; {info['server']}; load {info['load_before']}", flush=True)
 
-        for url in targets.values():  # warm: connections, caches, lazy imports
-            run_wrk(url, 1, args.connections)
+        for name, url in targets.items():  # warm: connections, caches, lazy imports
+            run_wrk(url, 1, args.connections, script=scripts.get(name))
         samples: list[Sample] = []
         names = list(targets)
         for round_no in range(args.rounds):
@@ -469,7 +513,7 @@ def main() -> None:
             for name in order:
                 spread: list[str] = []
                 rps, p50, p99, non_2xx, errors, _ = run_wrk(targets[name], args.seconds, args.connections,
-                                                            spread=spread)
+                                                            script=scripts.get(name), spread=spread)
                 samples.append(Sample(name, round_no, rps, p50, p99, non_2xx, errors, spread[0]))
             print(f"  round {round_no + 1}/{args.rounds}: "
                   + "  ".join(f"{s.target} {s.rps:.0f} [{s.spread}]" for s in samples
@@ -508,7 +552,14 @@ def main() -> None:
             ]
             goals += [Goal(label + name, value, limit, up) for name, value, limit, up in wanted
                       if value is not None]
+            if "cors-swr" in table and "cors-fresh" in table:
+                goals.append(Goal(label + "cors-swr / cors-fresh (p99, lower is better)",
+                                  ratio("cors-swr", "cors-fresh", "p99_ms"), 1.2, False))
         spread_effect = spread_report(samples)
+        swr = refreshes(access_log, "s", 0.9 * SWR_TTL) if "cors-swr" in targets else None
+        if swr is not None:
+            goals.append(Goal("cors-swr: upstream requests for one key within one lifetime",
+                              swr["most_within_window"], 1, False))
 
         herd_result: dict[str, Any] | None = None
         if args.herd:
@@ -543,6 +594,7 @@ def main() -> None:
                   "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
                   "medians": medians, "balanced_medians": balanced_medians,
                   "goals": [asdict(g) for g in goals], "herd": herd_result, "spread": spread_effect,
+                  "stale_while_revalidate": swr,
                   "memory": memory, "samples": [asdict(s) for s in samples]}
         (results / "results.json").write_text(json.dumps(report, indent=2))
         text = render(report)
@@ -589,6 +641,11 @@ def render(report: dict[str, Any]) -> str:
         for name, spread in report["spread"].items():
             lines.append(f"{name:<20}{spread['busier_share_min']:>8.2f}-{spread['busier_share_max']:<7.2f}"
                          f"{spread['rps_range_over_median']:>13.0%}{spread['r_squared']:>7.2f}")
+    if report.get("stale_while_revalidate"):
+        swr = report["stale_while_revalidate"]
+        lines.append(f"stale-while-revalidate: {swr['keys']} keys of ttl {SWR_TTL}s reached nginx "
+                     f"{swr['upstream_requests']} times in all; at most {swr['most_within_window']} "
+                     f"for one key within {swr['window_s']:g}s")
     for store, result in (report["herd"] or {}).items():
         lines.append(f"herd ({store} store): {result['requests']} concurrent cold requests, {result['ok']} "
                      f"answered 200, {result['upstream_requests']} reached nginx")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -412,6 +413,111 @@ def test_without_stale_if_error_an_upstream_failure_is_reported(bridge_: Bridge,
     bridge_.clock.tick(61)
     upstream.route("/items", Reply(503, {"error": "down"}))
     assert bridge_.client.get("/cors/api/items").status_code == 503
+
+
+# --- stale-while-revalidate (RFC 5861) ---
+
+
+def until(check: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether ``check()`` holds within ``seconds`` (for what a background thread does)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()
+
+
+def held_refresh(first: Reply, refreshed: Reply) -> tuple[Callable[[Seen], Reply], threading.Event]:
+    """A route answering ``first``, then ``refreshed`` only once the test sets the event: a request
+    answered while the refresh is held was not waiting for it."""
+    release = threading.Event()
+    calls: list[Seen] = []
+
+    def route(seen: Seen) -> Reply:
+        calls.append(seen)
+        if len(calls) == 1:
+            return first
+        release.wait(10)
+        return refreshed
+    return route, release
+
+
+def test_stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background(
+        bridge_: Bridge, upstream: UpstreamServer) -> None:
+    swr = "max-age=10, stale-while-revalidate=30"
+    route, release = held_refresh(Reply(200, {"v": 1}, headers={"Cache-Control": swr, "ETag": '"v1"'}),
+                                  Reply(200, {"v": 2}, headers={"Cache-Control": swr, "ETag": '"v2"'}))
+    upstream.route("/items", route)
+    bridge_.client.get("/cors/api/items")
+    bridge_.clock.tick(15)
+    served = [bridge_.client.get("/cors/api/items"), bridge_.client.get("/jsonp/api/items?callback=cb")]
+    assert served[0].get_json() == {"v": 1} and served[1].get_data(as_text=True).endswith('cb({"v": 1});')
+    for response in served:
+        assert cache_status(response) == "jsonp-cors-bridge; hit; ttl=-5; detail=stale-while-revalidate"
+        assert response.headers["Age"] == "15"
+    assert until(lambda: upstream.count("/items") == 2)  # one refresh for both requests, under way
+    assert upstream.last().headers["if-none-match"] == '"v1"'  # conditional: the entry has an ETag
+    release.set()
+    assert until(lambda: bridge_.client.get("/cors/api/items").get_json() == {"v": 2})
+    renewed = bridge_.client.get("/cors/api/items")
+    assert cache_status(renewed) == "jsonp-cors-bridge; hit; ttl=10"
+    assert upstream.count("/items") == 2
+    assert bridge_.events.count("refresh") == 1 and "refresh_failed" not in bridge_.events
+
+
+def test_past_the_stale_while_revalidate_window_the_request_waits(bridge_: Bridge,
+                                                                  upstream: UpstreamServer) -> None:
+    upstream.route("/items", etag_route(cache_control="max-age=10, stale-while-revalidate=30"))
+    bridge_.client.get("/cors/api/items")
+    bridge_.clock.tick(41)
+    late = bridge_.client.get("/cors/api/items")
+    assert cache_status(late) == "jsonp-cors-bridge; fwd=stale; fwd-status=304; stored; ttl=20"
+    assert "refresh" not in bridge_.events
+
+
+@pytest.mark.parametrize(("cache_setting", "upstream_setting", "cache_control", "window"), [
+    pytest.param("stale_while_revalidate = 20", "", "max-age=10", True, id="bridge-default"),
+    pytest.param("stale_while_revalidate = 20", "stale_while_revalidate = 0", "max-age=10", False,
+                 id="off-for-this-upstream"),
+    pytest.param("", "stale_while_revalidate = 20", "max-age=10", True, id="this-upstream-only"),
+    pytest.param("stale_while_revalidate = 20", "", "max-age=10, must-revalidate", False,
+                 id="must-revalidate"),
+    pytest.param("stale_while_revalidate = 20", "", "s-maxage=10", False, id="s-maxage"),
+    pytest.param("", "", "s-maxage=10, stale-while-revalidate=20", True, id="s-maxage-and-its-own"),
+    pytest.param("stale_while_revalidate = 20", "", "max-age=10, stale-while-revalidate=1", False,
+                 id="the-answer's-own-is-shorter"),
+    pytest.param("", "", "max-age=10, stale-while-revalidate=2x", False, id="malformed"),
+])
+def test_where_stale_while_revalidate_applies(make_bridge: Callable[..., Bridge],
+                                              upstream: UpstreamServer, cache_setting: str,
+                                              upstream_setting: str, cache_control: str,
+                                              window: bool) -> None:
+    bridge = make_bridge(cache_setting, upstream_setting)
+    upstream.route("/items", Reply(200, {"n": 1}, headers={"Cache-Control": cache_control}))
+    bridge.client.get("/cors/api/items")
+    bridge.clock.tick(15)
+    status = cache_status(bridge.client.get("/cors/api/items"))
+    assert (status == "jsonp-cors-bridge; hit; ttl=-5; detail=stale-while-revalidate") is window, status
+    assert until(lambda: upstream.count("/items") == 2)
+
+
+def test_a_failed_refresh_keeps_the_entry_within_stale_if_error(make_bridge: Callable[..., Bridge],
+                                                                upstream: UpstreamServer) -> None:
+    bridge = make_bridge("stale_if_error = 100")
+    swr = {"Cache-Control": "max-age=10, stale-while-revalidate=30"}
+    upstream.route("/items", Reply(200, {"n": 1}, headers=swr))
+    bridge.client.get("/cors/api/items")
+    bridge.clock.tick(15)
+    upstream.route("/items", Reply(503, {"error": "down"}))
+    assert "detail=stale-while-revalidate" in cache_status(bridge.client.get("/cors/api/items"))
+    assert until(lambda: "refresh_failed" in bridge.events)
+    again = bridge.client.get("/cors/api/items")  # the entry stayed, and is refreshed again
+    assert again.get_json() == {"n": 1} and "detail=stale-while-revalidate" in cache_status(again)
+    assert until(lambda: bridge.events.count("refresh_failed") == 2)
+    upstream.route("/items", Reply(200, {"n": 2}, headers=swr))
+    bridge.client.get("/cors/api/items")
+    assert until(lambda: bridge.client.get("/cors/api/items").get_json() == {"n": 2})
 
 
 @pytest.mark.parametrize(("negative_ttl", "upstream_requests"), [(0, 2), (30, 1)],

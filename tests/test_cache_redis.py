@@ -176,7 +176,7 @@ def gunicorn_bridges(tmp_path: Path, upstream: UpstreamServer, redis_server: Red
             port = free_port()
             processes.append(subprocess.Popen(
                 [sys.executable, "app.py", "--config", str(config), "--bind", f"127.0.0.1:{port}",
-                 "--workers", "1"], cwd=root, stdout=subprocess.DEVNULL, stderr=log,
+                 "--workers", "2"], cwd=root, stdout=subprocess.DEVNULL, stderr=log,
                 env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True))
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
@@ -213,3 +213,39 @@ def test_two_gunicorn_processes_share_one_redis(gunicorn_bridges: list[str],
     assert hit.headers["Cache-Status"].startswith("jsonp-cors-bridge; hit")
     assert upstream.count("/items") == 1
     assert requests.get(second + "/healthz", timeout=5).json()["cache"]["redis"] == "up"
+
+
+@pytest.mark.slow
+def test_stale_while_revalidate_refreshes_once_across_instances_and_workers(
+        gunicorn_bridges: list[str], upstream: UpstreamServer, redis_server: RedisServer) -> None:
+    """Two gunicorn instances of two workers each, one Redis: a burst on an entry gone stale is
+    answered at once from it, and the upstream sees one refresh."""
+    redis_server.flush()
+    swr = {"Cache-Control": "max-age=1, stale-while-revalidate=60"}
+    versions = iter(range(1, 100))
+    upstream.route("/items", lambda seen: Reply(200, {"v": next(versions)}, headers=swr, delay=0.3))
+    assert requests.get(gunicorn_bridges[0] + "/cors/api/items", timeout=5).json() == {"v": 1}
+    time.sleep(1.2)  # the entry is stale now, well within its window
+    statuses: list[tuple[int, str, object]] = []
+
+    def one(index: int) -> None:
+        response = requests.get(gunicorn_bridges[index % 2] + "/cors/api/items", timeout=10)
+        statuses.append((response.status_code, response.headers["Cache-Status"], response.json()))
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(code == 200 and status.startswith("jsonp-cors-bridge; hit")
+               for code, status, _ in statuses), statuses
+    assert any("detail=stale-while-revalidate" in status for _, status, _ in statuses)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and upstream.count("/items") < 2:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a second refresh, had one been started, would have arrived by now
+    assert upstream.count("/items") == 2
+    for url in gunicorn_bridges:
+        renewed = requests.get(url + "/cors/api/items", timeout=5)
+        assert renewed.json() == {"v": 2} and renewed.headers["Cache-Status"].startswith(
+            "jsonp-cors-bridge; hit; ttl=")

@@ -30,7 +30,7 @@ Clock = Callable[[], float]
 EventHook = Callable[[str], None]
 # The names ``on_event`` is called with; the metrics count them.
 EVENTS = ("hit", "miss", "stored", "stale", "revalidated", "collapsed", "eviction",
-          "redis_down", "redis_up")
+          "redis_down", "redis_up", "refresh", "refresh_failed")
 
 
 class Store(Protocol):
@@ -117,14 +117,17 @@ class Cache:
         self.locks.withdraw(key)
 
     def entry_after_wait(self, key: str) -> CacheEntry | None:
-        """The entry for ``key`` after waiting for its lock: in the store, or left by the holder
-        (kept in this process's store from then on, for the rest of its retention)."""
+        """The entry for ``key`` after waiting for its lock: the store's while it is fresh, else
+        what the holder left when that is newer (another worker's fetch or refresh of an entry this
+        process holds stale), kept in this process's store from then on."""
         entry = self.entry(key)
-        if entry is not None:
+        now = self.clock()
+        if entry is not None and entry.is_fresh(now):
             return entry
-        left = self.locks.left(key, self.clock())
-        if left is not None:
-            self.store.put(ENTRY + key, left, left.retain_until - self.clock())
+        left = self.locks.left(key, now)
+        if left is None or (entry is not None and left.stored_at <= entry.stored_at):
+            return entry
+        self.store.put(ENTRY + key, left, left.retain_until - now)
         return left
 
     def event(self, name: str) -> None:

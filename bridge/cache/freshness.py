@@ -150,13 +150,31 @@ def has_validator(response: UpstreamResponse) -> bool:
     return response.header("etag") is not None or response.header("last-modified") is not None
 
 
-def retention(lifetime: int, validator: bool, ttl: int, stale_if_error: int) -> int:
+def retention(lifetime: int, validator: bool, ttl: int, stale_use: int) -> int:
     """How long a store keeps an entry: its lifetime, then long enough to be useful stale.
 
-    A stale entry helps for ``stale_if_error`` seconds, and one with a validator for another ``ttl``
-    so a conditional request can renew it instead of fetching it again.
+    A stale entry helps for ``stale_use`` seconds (the longer of ``stale_if_error`` and its
+    stale-while-revalidate window), and one with a validator for another ``ttl`` so a conditional
+    request can renew it instead of fetching it again.
     """
-    return max(1, lifetime + max(stale_if_error, ttl if validator else 0))
+    return max(1, lifetime + max(stale_use, ttl if validator else 0))
+
+
+# RFC 9111 section 4.2.4: directives that forbid serving the answer stale. s-maxage implies
+# proxy-revalidate for a shared cache, so only the answer's own stale-while-revalidate overrides it.
+_NO_STALE = ("no-cache", "must-revalidate", "proxy-revalidate")
+
+
+def stale_while_revalidate(response: UpstreamResponse, default: int) -> int:
+    """Seconds after going stale that ``response`` may still be served while it is refreshed in the
+    background (RFC 5861 section 3): its own ``stale-while-revalidate``, else ``default`` (the
+    bridge's setting), and 0 when the answer forbids serving it stale."""
+    directives = cache_control(response.headers)
+    if any(name in directives for name in _NO_STALE):
+        return 0
+    if "stale-while-revalidate" in directives:
+        return _seconds(directives["stale-while-revalidate"]) or 0
+    return 0 if "s-maxage" in directives else default
 
 
 def conditional_headers(entry_response: UpstreamResponse) -> tuple[tuple[str, str], ...]:

@@ -24,7 +24,8 @@ class CacheStatus:
     fwd: str | None = None
     fwd_status: int | None = None  # the upstream's status, when it is worth saying (a 304)
     stored: bool = False
-    detail: str | None = None  # stale-if-error: a stale entry stood in for a failing upstream
+    detail: str | None = None  # stale-if-error: a stale entry stood in for a failing upstream;
+    # stale-while-revalidate: a stale entry answered while one background refresh renews it
     collapsed: bool = False  # this request waited for another's fetch and shares its answer
 
     def __str__(self) -> str:

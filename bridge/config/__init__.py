@@ -66,6 +66,7 @@ class CacheConfig:
     max_bytes: int
     stale_if_error: int
     negative_ttl: int
+    stale_while_revalidate: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class UpstreamConfig:
     forward_headers: tuple[str, ...]
     jsonp: bool
     ttl: int
+    stale_while_revalidate: int
     allow_private: bool
     per_client: str
     cors: CorsPolicy
@@ -214,7 +216,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
     default_policy = _cors_policy(cors)
     upstreams = {}
     for section in (s for s in parser.sections() if s.startswith("upstream:")):
-        upstream = _upstream(source, section, parser[section], env, read["cache"]["ttl"], cors,
+        upstream = _upstream(source, section, parser[section], env, read["cache"], cors,
                              default_policy)
         upstreams[upstream.name] = upstream
     return Config(source=source, cors=default_policy, upstreams=upstreams,
@@ -222,7 +224,8 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
 
 
 def _upstream(source: str, section: str, given: Mapping[str, str], env: Mapping[str, str],
-              cache_ttl: int, cors: Mapping[str, Any], default_policy: CorsPolicy) -> UpstreamConfig:
+              cache: Mapping[str, Any], cors: Mapping[str, Any], default_policy: CorsPolicy,
+              ) -> UpstreamConfig:
     name = section.partition(":")[2]
     if not values.UPSTREAM_NAME.match(name):
         raise ConfigError(source, section, None,
@@ -246,7 +249,10 @@ def _upstream(source: str, section: str, given: Mapping[str, str], env: Mapping[
     return UpstreamConfig(
         name=name, url=read["url"], methods=read["methods"], timeout=read["timeout"],
         headers=read["headers"], forward_headers=read["forward_headers"], jsonp=read["jsonp"],
-        ttl=cache_ttl if read["ttl"] is None else read["ttl"], allow_private=read["allow_private"],
+        ttl=cache["ttl"] if read["ttl"] is None else read["ttl"],
+        stale_while_revalidate=cache["stale_while_revalidate"] if read["stale_while_revalidate"] is None
+        else read["stale_while_revalidate"],
+        allow_private=read["allow_private"],
         per_client=read["per_client"], cors=policy)
 
 

@@ -78,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache", "stale_if_error", values.non_negative_int, "0",
             "seconds a stale answer may stand in for a failing upstream"),
     Setting("cache", "negative_ttl", values.non_negative_int, "0", "seconds a 404 is kept"),
+    Setting("cache", "stale_while_revalidate", values.non_negative_int, "0",
+            "seconds after an answer goes stale that it is still served at once while one background "
+            "refresh renews it (RFC 5861), for upstreams that send no `stale-while-revalidate` of "
+            "their own; never for an answer marked `no-cache`, `must-revalidate`, `proxy-revalidate` "
+            "or `s-maxage`"),
     Setting("limits", "per_client", values.rate_limit, "",
             "rate limit per client address over the whole bridge, in the `limits` package's syntax "
             "(`600/minute`, `10/second;600/minute`)", "(none)"),
@@ -102,6 +107,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`false` turns the JSONP path off for this upstream (403)"),
     Setting(UPSTREAM, "ttl", values.non_negative_int, None,
             "this upstream's ttl; 0: never cached", "[cache] ttl"),
+    Setting(UPSTREAM, "stale_while_revalidate", values.non_negative_int, None,
+            "this upstream's stale_while_revalidate; 0: off for it (its answers' own directive "
+            "still counts)", "[cache] stale_while_revalidate"),
     Setting(UPSTREAM, "allow_private", values.boolean, "false",
             "allow a host name that resolves to a private address"),
     Setting(UPSTREAM, "per_client", values.rate_limit, "",

@@ -3,15 +3,19 @@
 ``Gateway.fetch`` takes the request the road built and returns an ``Answer``: the upstream's response
 and what the cache says about it (``CacheStatus``, ``Age``). Both paths come here, so they share one
 cache and one upstream client. The steps are here (look up, wait for a fetch already under way,
-revalidate, serve stale on error, store); the rules they follow are the cache's pure functions
+revalidate, serve stale while one background refresh renews the entry, serve stale on error, store);
+the rules they follow are the cache's pure functions
 (``cache/key.py``, ``cache/freshness.py``), and the herd is ``cache/herd.py``'s. Wrapping (CORS grants,
 JSONP scripts) happens in ``render.py``, per request, never in what is stored.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
@@ -26,14 +30,18 @@ from ..cache.freshness import (
     not_modified_response,
     renewed_headers,
     retention,
+    stale_while_revalidate,
     storable_lifetime,
 )
 from ..cache.herd import LOCK_POLL
 from ..cache.key import as_cached, bypass_reason, request_keys, response_vary, variant_key
 from ..cache.status import CacheStatus, forwarded_status, hit_status
+from ..config import UpstreamConfig
 from ..errors import UpstreamError, UpstreamTimeout
 from ..upstream.client import UpstreamClient
 from ..upstream.message import UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger(__name__)
 
 _SCRIPT_LOCK = Lock()  # taken once per answer that no entry holds, on its first JSONP read
 
@@ -85,10 +93,53 @@ class FetchOutcome:
     vary: tuple[str, ...] = ()
 
 
+class Refresher:
+    """Background refreshes (stale-while-revalidate): at most one per key in this process, on a few
+    threads started on first use, in the process that uses them (a gunicorn worker, after the fork).
+    Past ``pending`` keys waiting, a refresh is not queued: the entry is served stale, and a later
+    request asks again."""
+
+    def __init__(self, threads: int = 2, pending: int = 256) -> None:
+        self.threads = threads
+        self.pending = pending
+        self._lock = Lock()
+        self._keys: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def submit(self, key: str, work: Callable[[], None]) -> bool:
+        """Run ``work`` in the background unless ``key`` is already being refreshed here."""
+        with self._lock:
+            if key in self._keys or len(self._keys) >= self.pending:
+                return False
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bridge-refresh")
+                self._pid = os.getpid()
+            self._keys.add(key)
+            pool = self._pool
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # a refresh must never take its thread down with it
+                log.exception("cache: a background refresh failed")
+            finally:
+                with self._lock:
+                    self._keys.discard(key)
+
+        pool.submit(run)
+        return True
+
+    def under_way(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+
 class Gateway:
     def __init__(self, client: UpstreamClient, cache: Cache | None = None) -> None:
         self.client = client
         self.cache = cache
+        self.refresher = Refresher()
 
     def fetch(self, request: UpstreamRequest, request_id: str | None = None) -> Answer:
         """The answer to ``request``; ``request_id`` goes upstream with any trip it causes."""
@@ -105,6 +156,14 @@ class Gateway:
         if entry is not None and entry.is_fresh(now):
             cache.event("hit")
             return self._entry_answer(entry, key, hit_status(entry.ttl(now)), now)
+        if entry is not None and -entry.ttl(now) < stale_while_revalidate(
+                entry.response, request.upstream.stale_while_revalidate):
+            # RFC 5861: answered at once from the stale entry while one refresh renews it.
+            cache.event("hit")
+            refresh = request if request.method == "GET" else replace(request, method="GET")
+            self.refresher.submit(key, lambda: self._refresh(refresh, primary, key, entry))
+            return self._entry_answer(entry, key, hit_status(entry.ttl(now),
+                                                             detail="stale-while-revalidate"), now)
         reason = "stale" if entry is not None else ("vary-miss" if vary else "uri-miss")
         if request.method == "HEAD":
             # HEAD is served from GET's entries, but a HEAD miss has no body to store.
@@ -161,6 +220,36 @@ class Gateway:
             if token is not None:
                 locks.release(key, token)
 
+    def _refresh(self, request: UpstreamRequest, primary: str, key: str, entry: CacheEntry) -> None:
+        """Renew a stale entry in the background: one refresh per key across the workers and, with
+        Redis, the instances (whoever holds the key's lock refreshes; the others keep serving stale).
+        A failed refresh leaves the entry as a failed foreground request would."""
+        assert self.cache is not None
+        cache = self.cache
+        token = cache.locks.acquire(key, request.upstream.timeout + 1)
+        if token is None:
+            return  # another worker or instance is refreshing it, or fetching it
+        try:
+            current = cache.entry_after_wait(key)
+            if current is not None and current.is_fresh(cache.clock()):
+                return  # renewed since this request looked
+            cache.event("refresh")
+            try:
+                outcome = self._ask_upstream(request, None, primary, key, current or entry, "stale")
+            except (UpstreamError, UpstreamTimeout) as exc:
+                cache.event("refresh_failed")
+                log.warning("cache: background refresh of %s %s failed: %s", request.upstream.name,
+                            request.path, exc)
+                return
+            answer = outcome.answer
+            if answer.response.status >= 500 or (answer.cache_status is not None
+                                                  and answer.cache_status.detail == "stale-if-error"):
+                cache.event("refresh_failed")
+                log.warning("cache: background refresh of %s %s: the upstream answered %d",
+                            request.upstream.name, request.path, answer.response.status)
+        finally:
+            cache.locks.release(key, token)
+
     def _await_other_process(self, key: str, seconds: float) -> CacheEntry | None:
         assert self.cache is not None
         cache = self.cache
@@ -205,7 +294,7 @@ class Gateway:
                 cache.drop(key)
                 return FetchOutcome(Answer(renewed, forwarded_status("stale", fwd_status=304)),
                                     None)
-            keep = retention(lifetime, True, upstream.ttl, settings.stale_if_error)
+            keep = retention(lifetime, True, upstream.ttl, self._stale_use(renewed, upstream))
             # The body did not change, so neither did its script JSON.
             fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json, now + keep)
             cache.keep(key, fresh)
@@ -223,7 +312,8 @@ class Gateway:
             if vary is None or not may_share(response):
                 return FetchOutcome(answer, None)
             return FetchOutcome(answer, variant_key(primary, vary, request.headers), vary)
-        keep = retention(lifetime, has_validator(response), upstream.ttl, settings.stale_if_error)
+        keep = retention(lifetime, has_validator(response), upstream.ttl,
+                         self._stale_use(response, upstream))
         cache.keep_vary(primary, vary, keep)
         key = variant_key(primary, vary, request.headers)
         fresh = new_entry(key, response, now, lifetime, vary, retain_until=now + keep)
@@ -231,6 +321,13 @@ class Gateway:
         cache.event("stored")
         status = forwarded_status(reason, stored=True, ttl=fresh.ttl(now))
         return FetchOutcome(self._entry_answer(fresh, key, status, now), key, vary)
+
+    def _stale_use(self, response: UpstreamResponse, upstream: UpstreamConfig) -> int:
+        """Seconds a stale entry of ``response`` is still of use: for stale-if-error or
+        stale-while-revalidate, whichever is longer."""
+        assert self.cache is not None
+        return max(self.cache.settings.stale_if_error,
+                   stale_while_revalidate(response, upstream.stale_while_revalidate))
 
     def _stale_if_error(self, entry: CacheEntry | None, key: str) -> FetchOutcome | None:
         """The stale entry standing in for a failed upstream, within ``stale_if_error`` (RFC 5861)."""
