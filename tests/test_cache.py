@@ -131,7 +131,9 @@ def test_the_upstreams_age_counts_and_the_answer_has_one_age(bridge_: Bridge,
     for path in ("/cors/api/aged", "/jsonp/api/aged?callback=cb"):
         answer = bridge_.client.get(path, headers=JSON)
         assert answer.headers.getlist("Age") == ["15"], path
-        assert cache_status(answer) == "jsonp-cors-bridge; hit; ttl=45"
+        # The ttl (60) caps the time held here (5 s so far), not the upstream's age: 55 left, within
+        # the upstream's own 100 - 15.
+        assert cache_status(answer) == "jsonp-cors-bridge; hit; ttl=55"
 
 
 def test_cors_then_jsonp_is_one_upstream_request(bridge_: Bridge, upstream: UpstreamServer) -> None:
@@ -413,6 +415,30 @@ def test_without_stale_if_error_an_upstream_failure_is_reported(bridge_: Bridge,
     bridge_.clock.tick(61)
     upstream.route("/items", Reply(503, {"error": "down"}))
     assert bridge_.client.get("/cors/api/items").status_code == 503
+
+
+@pytest.mark.parametrize(("cache", "headers", "upstream_requests"), [
+    pytest.param("", {}, 1, id="heuristic:-fresh-for-the-ttl"),
+    pytest.param("heuristic = false", {}, 2, id="no-heuristic:-not-reused"),
+    pytest.param("heuristic = false", {"Cache-Control": "max-age=30"}, 1, id="no-heuristic:-explicit"),
+    pytest.param("", {"Cache-Control": "max-age=30", "CDN-Cache-Control": "max-age=0"}, 2,
+                 id="cdn-cache-control-over-cache-control"),
+    pytest.param("", {"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=30"}, 1,
+                 id="cdn-cache-control-stores-what-cache-control-would-not"),
+    pytest.param("", {"CDN-Cache-Control": "max-age=30",
+                      "Jsonp-Cors-Bridge-Cache-Control": "no-store"}, 2, id="the-bridges-own-first"),
+])
+def test_what_decides_reuse_through_the_app(make_bridge: Callable[..., Bridge], upstream: UpstreamServer,
+                                            cache: str, headers: dict[str, str],
+                                            upstream_requests: int) -> None:
+    bridge = make_bridge(cache)
+    upstream.route("/items", Reply(200, {"n": 1}, headers=dict(headers)))
+    first = bridge.client.get("/cors/api/items")
+    for name, value in headers.items():
+        assert first.headers[name] == value  # passed on, for caches after the bridge
+    bridge.clock.tick(1)
+    bridge.client.get("/cors/api/items")
+    assert upstream.count("/items") == upstream_requests
 
 
 # --- stale-while-revalidate (RFC 5861) ---

@@ -116,6 +116,80 @@ def test_freshness_lifetime(headers: dict[str, str], ttl: int, expected: int | N
     assert freshness_lifetime(answer(**headers), ttl) == expected
 
 
+def lifetime_left(response: UpstreamResponse, ttl: int, heuristic: bool = True) -> int | None:
+    """Seconds of freshness the answer has left on arrival (its lifetime less its own Age)."""
+    from bridge.cache.freshness import initial_age
+    lifetime = freshness_lifetime(response, ttl, heuristic)
+    return None if lifetime is None else lifetime - initial_age(response)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({"Cache_Control": "max-age=10000", "Age": "3600"}, 60, id="ttl-caps-the-time-held-here"),
+    pytest.param({"Cache_Control": "max-age=3630", "Age": "3600"}, 30, id="the-upstream-tightens-it"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "7200"}, None, id="old-on-arrival"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "7200", "ETag": '"a"'}, -3600,
+                 id="old-on-arrival-kept-to-revalidate"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "7200, 0"}, None, id="a-list:-its-first"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "0, 7200"}, 60, id="a-list:-its-first-is-0"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "abc"}, 60, id="not-a-number:-ignored"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "-7200"}, 60, id="negative:-ignored"),
+    pytest.param({"Cache_Control": "max-age=3600", "Age": "2147483648"}, None, id="huge"),
+    pytest.param({"Age": "100"}, 60, id="no-freshness-information"),
+])
+def test_the_upstreams_age_counts_and_the_ttl_caps_the_time_held(headers: dict[str, str],
+                                                                  expected: int | None) -> None:
+    assert lifetime_left(answer(**headers), 60) == expected
+
+
+def test_two_age_lines_take_the_first() -> None:
+    def two(first: str, second: str) -> UpstreamResponse:
+        return UpstreamResponse(200, (("Cache-Control", "max-age=3600"), ("Age", first), ("Age", second)),
+                                b"{}")
+    assert lifetime_left(two("7200", "0"), 60) is None
+    assert lifetime_left(two("0", "7200"), 60) == 60
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({"CDN_Cache_Control": "max-age=0", "Cache_Control": "max-age=3600"}, None, id="cdn-zero"),
+    pytest.param({"CDN_Cache_Control": "max-age=5", "Cache_Control": "max-age=3600"}, 5, id="cdn-shorter"),
+    pytest.param({"CDN_Cache_Control": "max-age=30", "Cache_Control": "no-store"}, 30,
+                 id="cdn-fresh-over-cc-no-store"),
+    pytest.param({"CDN_Cache_Control": "private", "Cache_Control": "max-age=30"}, None, id="cdn-private"),
+    pytest.param({"CDN_Cache_Control": "no-store", "Cache_Control": "max-age=30"}, None,
+                 id="cdn-no-store"),
+    pytest.param({"CDN_Cache_Control": "no-cache", "Cache_Control": "max-age=30", "ETag": '"a"'}, 0,
+                 id="cdn-no-cache"),
+    pytest.param({"CDN_Cache_Control": "max-age=30", "Expires": "0"}, 30, id="cdn-ignores-expires"),
+    pytest.param({"CDN_Cache_Control": "max-age=0", "Expires": "Thu, 01 Jan 2099 00:00:00 GMT",
+                  "Date": "Thu, 01 Jan 2026 00:00:00 GMT"}, None, id="cdn-zero-over-future-expires"),
+    pytest.param({"CDN_Cache_Control": "max-age =100", "Cache_Control": "max-age=1"}, 1,
+                 id="cdn-invalid:-cache-control-decides"),
+    pytest.param({"CDN_Cache_Control": "", "Cache_Control": "max-age=1"}, 1, id="cdn-empty"),
+    pytest.param({"CDN_Cache_Control": 'max-age="100"', "Cache_Control": "max-age=1"}, 1,
+                 id="cdn-wrong-type:-cache-control-decides"),
+    pytest.param({"CDN_Cache_Control": "foobar, MaX-aGe=20"}, 20, id="cdn-extension-and-case"),
+    pytest.param({"Jsonp_Cors_Bridge_Cache_Control": "max-age=7", "CDN_Cache_Control": "max-age=30"}, 7,
+                 id="the-bridges-own-first"),
+    pytest.param({"Jsonp_Cors_Bridge_Cache_Control": "max-age 7", "CDN_Cache_Control": "max-age=30"}, 30,
+                 id="the-bridges-own-invalid:-cdn-next"),
+])
+def test_targeted_cache_control_fields(headers: dict[str, str], expected: int | None) -> None:
+    """RFC 9213: the first valid targeted field replaces Cache-Control and Expires."""
+    assert lifetime_left(answer(**headers), 60) == expected
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({}, None, id="nothing-to-revalidate-with"),
+    pytest.param({"ETag": '"a"'}, 0, id="kept-to-revalidate"),
+    pytest.param({"Cache_Control": "max-age=10"}, 10, id="explicit-freshness-counts"),
+    pytest.param({"Expires": "Thu, 01 Jan 2026 00:00:30 GMT", "Date": "Thu, 01 Jan 2026 00:00:00 GMT"},
+                 30, id="expires-counts"),
+])
+def test_without_a_heuristic_only_explicit_freshness_is_reused(headers: dict[str, str],
+                                                                expected: int | None) -> None:
+    assert lifetime_left(answer(**headers), 60, heuristic=False) == expected
+
+
 # The Expires values of http-tests/cache-tests' expires-parse.mjs (at b55b8bda): the three forms of
 # RFC 9110 section 5.6.7 in any case are dates; anything looser is not, and then already expired.
 VALID_DATES = {

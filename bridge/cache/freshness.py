@@ -38,6 +38,53 @@ def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
     return directives
 
 
+# RFC 9213 targeted fields, most specific first: the bridge's own (its name in Cache-Status), then
+# the one every CDN reads. A valid one replaces Cache-Control and Expires for the bridge's caching.
+TARGETED_FIELDS = ("jsonp-cors-bridge-cache-control", "cdn-cache-control")
+# RFC 8941 section 3.2 dictionary members as targeted fields use them: a key, or key=value (an
+# integer, a token or a quoted string), with parameters; no whitespace around "=".
+_SF_KEY = r"[a-z*][a-z0-9_.*-]*"
+_SF_TOKEN = r"[a-z*][!#$%&'*+.^_`|~:/0-9a-z-]*"
+_SF_STRING = r'"(?:[^"\\]|\\.)*"'
+_SF_VALUE = rf"-?\d{{1,15}}|{_SF_TOKEN}|{_SF_STRING}"
+_SF_MEMBER = re.compile(rf"({_SF_KEY})(?:=({_SF_VALUE}))?((?:;{_SF_KEY}(?:=[^;,]*)?)*)", re.IGNORECASE)
+
+
+_INTEGER_DIRECTIVES = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+
+
+def targeted_directives(headers: Iterable[tuple[str, str]]) -> dict[str, str | None] | None:
+    """The directives of the first targeted field present with a valid, non-empty value (RFC 9213
+    section 2.1), or None: then Cache-Control and Expires decide."""
+    pairs = list(headers)
+    for field in TARGETED_FIELDS:
+        values = [value for name, value in pairs if name.lower() == field]
+        if not values:
+            continue
+        directives: dict[str, str | None] = {}
+        for member in ",".join(values).split(","):
+            match = _SF_MEMBER.fullmatch(member.strip(" \t"))
+            if match is None:
+                directives = {}
+                break
+            key, value = match.group(1).lower(), match.group(2)
+            if key in _INTEGER_DIRECTIVES and (value is None or not value.isdigit()):
+                directives = {}  # max-age="10000" is a string where an integer is due: invalid
+                break
+            directives.setdefault(key, value.strip('"') if value is not None else None)
+        if directives:
+            return directives
+    return None
+
+
+def caching_directives(response: UpstreamResponse) -> tuple[dict[str, str | None], bool]:
+    """The directives the bridge caches by, and whether they came from a targeted field."""
+    targeted = targeted_directives(response.headers)
+    if targeted is not None:
+        return targeted, True
+    return cache_control(response.headers), False
+
+
 def _seconds(value: str | None) -> int | None:
     """A delta-seconds argument, or None when missing or malformed (RFC 9111 section 1.2.2)."""
     if value is None or not value.isdigit():
@@ -87,39 +134,48 @@ def http_date(value: str | None, now: float | None = None) -> float | None:
     return float(calendar.timegm((*fields, 0, 0, 0)))
 
 
-def freshness_lifetime(response: UpstreamResponse, ttl: int) -> int | None:
-    """Seconds the answer stays fresh, or None when it must not be stored at all.
+def freshness_lifetime(response: UpstreamResponse, ttl: int, heuristic: bool = True) -> int | None:
+    """Seconds the answer stays fresh, counted from its own age, or None when it must not be stored.
 
-    The bridge's ``ttl`` is the ceiling; the upstream can only tighten it. ``no-store`` and ``private``
-    are never stored (the bridge is a shared cache, RFC 9111 section 3); ``s-maxage``, else ``max-age``,
-    else ``Expires`` below the ttl wins; ``no-cache`` stores for revalidation only (lifetime 0, and only
-    with a validator to revalidate with).
+    The bridge's ``ttl`` is the ceiling on how long it holds an answer fresh itself (so an answer
+    that arrives with ``Age: 3600`` and ``max-age=10000`` is fresh here for ``ttl`` seconds); the
+    upstream can only tighten it. The directives are a targeted field's when one is valid (RFC 9213:
+    the bridge's own, then ``CDN-Cache-Control``, and then ``Cache-Control`` and ``Expires`` are not
+    read), else ``Cache-Control``'s. ``no-store`` and ``private`` are never stored (the bridge is a
+    shared cache, RFC 9111 section 3); ``s-maxage``, else ``max-age``, else ``Expires`` below the
+    ceiling wins; ``no-cache`` stores for revalidation only (lifetime 0, and only with a validator to
+    revalidate with). Without any of them the lifetime is the ttl, unless ``heuristic`` is off: then
+    such an answer is kept only to revalidate.
     """
     if ttl <= 0:
         return None
-    directives = cache_control(response.headers)
+    directives, targeted = caching_directives(response)
     if "no-store" in directives or "private" in directives:
         return None
-    lifetime = ttl
+    age = initial_age(response)
+    lifetime = ttl + age
     if "s-maxage" in directives or "max-age" in directives:
         given = _seconds(directives.get("s-maxage")) if "s-maxage" in directives \
             else _seconds(directives.get("max-age"))
         lifetime = min(lifetime, given if given is not None else 0)  # malformed: treat as stale
-    elif response.header("expires") is not None:
+    elif not targeted and response.header("expires") is not None:
         expires = http_date(response.header("expires"))
         date = http_date(response.header("date"))
         if expires is None or date is None:
             lifetime = 0  # RFC 9111 section 5.3: an invalid Expires means already expired
         else:
             lifetime = min(lifetime, max(0, int(expires - date)))
+    elif not heuristic:
+        lifetime = 0
     if "no-cache" in directives:
         lifetime = 0
-    if lifetime == 0 and not has_validator(response):
+    if lifetime <= age and not has_validator(response):
         return None  # stale at once with nothing to revalidate with: storing it helps nobody
     return lifetime
 
 
-def storable_lifetime(response: UpstreamResponse, ttl: int, negative_ttl: int) -> int | None:
+def storable_lifetime(response: UpstreamResponse, ttl: int, negative_ttl: int,
+                      heuristic: bool = True) -> int | None:
     """The lifetime to store this answer with, or None: 200s within ``ttl``, 404s within both."""
     if response.status == 200:
         limit = ttl
@@ -127,7 +183,7 @@ def storable_lifetime(response: UpstreamResponse, ttl: int, negative_ttl: int) -
         limit = min(ttl, negative_ttl)
     else:
         return None
-    return freshness_lifetime(response, limit)
+    return freshness_lifetime(response, limit, heuristic)
 
 
 def may_share(response: UpstreamResponse) -> bool:
@@ -136,14 +192,22 @@ def may_share(response: UpstreamResponse) -> bool:
     Any answer a shared cache could reuse may be, stored or not (a 404 or a 503 included, so a herd
     on a failing resource stays one request); ``no-store``, ``private`` and ``Vary: *`` may not.
     """
-    directives = cache_control(response.headers)
+    directives, _ = caching_directives(response)
     return "no-store" not in directives and "private" not in directives and \
         response_vary(response) is not None
 
 
 def initial_age(response: UpstreamResponse) -> int:
-    """The upstream's own Age header (RFC 9111 section 5.1): time it spent in caches before us."""
-    return _seconds((response.header("age") or "").strip()) or 0
+    """The upstream's own Age (RFC 9111 section 5.1): time it spent in caches before us.
+
+    Age is a single number; given as a list (``7200, 0``, or two lines) its first member counts, as
+    the public cache suite requires (``0, 7200`` is fresh, ``7200, 0`` is old). A first member that is
+    not delta-seconds (``abc``, ``-7200``, ``7200.0``) is ignored: 0.
+    """
+    for name, value in response.headers:
+        if name.lower() == "age":
+            return _seconds(value.split(",", 1)[0].strip()) or 0
+    return 0
 
 
 def has_validator(response: UpstreamResponse) -> bool:
@@ -169,7 +233,7 @@ def stale_while_revalidate(response: UpstreamResponse, default: int) -> int:
     """Seconds after going stale that ``response`` may still be served while it is refreshed in the
     background (RFC 5861 section 3): its own ``stale-while-revalidate``, else ``default`` (the
     bridge's setting), and 0 when the answer forbids serving it stale."""
-    directives = cache_control(response.headers)
+    directives, _ = caching_directives(response)
     if any(name in directives for name in _NO_STALE):
         return 0
     if "stale-while-revalidate" in directives:

@@ -63,6 +63,7 @@ class JsonpConfig:
 class CacheConfig:
     backend: str
     ttl: int
+    heuristic: bool
     max_bytes: int
     stale_if_error: int
     negative_ttl: int

@@ -74,6 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache", "ttl", values.non_negative_int, "60",
             "seconds an answer without freshness information stays fresh, and the ceiling of any "
             "answer's; 0 turns caching off"),
+    Setting("cache", "heuristic", values.boolean, "true",
+            "`false`: an answer with no freshness information (no `max-age`, `s-maxage` or `Expires`) "
+            "is not reused, only revalidated when it has a validator, as RFC 9111 asks of a cache "
+            "without a heuristic; `true`: it is fresh for the ttl"),
     Setting("cache", "max_bytes", values.size, "64 MiB", "the memory store's bound"),
     Setting("cache", "stale_if_error", values.non_negative_int, "0",
             "seconds a stale answer may stand in for a failing upstream"),

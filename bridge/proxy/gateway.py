@@ -289,7 +289,8 @@ class Gateway:
             renewed = UpstreamResponse(entry.response.status,
                                        renewed_headers(entry.response.headers, response.headers),
                                        entry.response.body, response.elapsed)
-            lifetime = storable_lifetime(renewed, upstream.ttl, settings.negative_ttl)
+            lifetime = storable_lifetime(renewed, upstream.ttl, settings.negative_ttl,
+                                         settings.heuristic)
             if lifetime is None:
                 cache.drop(key)
                 return FetchOutcome(Answer(renewed, forwarded_status("stale", fwd_status=304)),
@@ -303,7 +304,8 @@ class Gateway:
             return FetchOutcome(self._entry_answer(fresh, key, status, now), key, fresh.vary)
 
         vary = response_vary(response, upstream.forward_headers)
-        lifetime = storable_lifetime(response, upstream.ttl, settings.negative_ttl) \
+        lifetime = storable_lifetime(response, upstream.ttl, settings.negative_ttl,
+                                     settings.heuristic) \
             if vary is not None else None
         if lifetime is None or vary is None:
             if entry is not None:

@@ -35,7 +35,7 @@ from ..policy.headers import TRANSPORT_HEADERS, filter_response_headers
 from ..policy.paths import redirect_target, within_base
 from .coding import DecodeError, decoder_for
 from .deadline import WATCHDOG
-from .http1 import Overflow, ProtocolError
+from .http1 import Connection, NoAnswer, Overflow, ProtocolError
 from .message import UpstreamRequest, UpstreamResponse
 from .netguard import AddressGuard, Resolver, system_resolver
 from .pool import OriginPool
@@ -75,6 +75,13 @@ def request_headers(headers: Iterable[tuple[str, str]], host: str) -> dict[str, 
         names[lowered] = name
         sent[name] = value
     return sent
+
+
+# A kept-alive connection the upstream closed while it idled fails the next request before any
+# answer: such a request is sent once more on a new connection when it is safe to repeat (RFC 9112
+# section 9.3.1; RFC 9110 section 9.2.1). Never a POST, never after an answer began.
+RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RACED = (NoAnswer, ConnectionResetError, BrokenPipeError)
 
 
 @dataclass(frozen=True)
@@ -210,10 +217,27 @@ class UpstreamClient:
         if url[:len(origin)].lower() != origin.lower() or not target.startswith("/"):
             # upstream_url and within_base never make such a url; this is the last line anyway.
             raise UpstreamRedirect(f"a request for upstream {upstream.name!r} left its origin")
-        try:
-            conn, _ = pool.connection(min(remaining, upstream.timeout))
-        except BaseException as exc:
-            raise self._typed(exc, upstream, answered=False) from None
+        for attempt in range(2):
+            try:
+                conn, reused = pool.connection(min(remaining, upstream.timeout))
+            except BaseException as exc:
+                raise self._typed(exc, upstream, answered=False) from None
+            progress: list[str] = []
+            try:
+                return self._on(conn, pool, method, target, headers, body, deadline, progress)
+            except BaseException as exc:
+                conn.close()  # a half-read or broken connection is never reused
+                if (attempt == 0 and reused and method in RETRIED_METHODS and isinstance(exc, RACED)
+                        and "head" not in progress):
+                    continue  # the server closed it while idle: once more on a new connection
+                raise self._typed(exc, upstream, answered="sent" in progress) from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _on(self, conn: Connection, pool: OriginPool, method: str, target: str,
+            headers: tuple[tuple[str, str], ...], body: bytes | None, deadline: float,
+            progress: list[str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request and its answer on ``conn``, released to the pool when it may be reused;
+        ``progress`` gains "sent" and "head" as the exchange passes them."""
         sock = conn.sock
 
         def before_read() -> None:
@@ -222,23 +246,19 @@ class UpstreamClient:
                 raise TimeoutError
             sock.settimeout(left)
 
-        sent = False
-        try:
-            before_read()
-            conn.send(method, target, request_headers(headers, pool.host_header), body)
-            sent = True
-            # Waiting for the answer is where a dripping upstream holds us: cut at the deadline.
-            WATCHDOG.attach_current(sock)
-            head = conn.read_head(method)
-            if head.length is not None and head.length > self._limits.max_upstream_body:
-                raise Overflow
-            decode = decoder_for(_header(head.headers, "content-encoding")) \
-                if method != "HEAD" else None
-            content, reusable = conn.read_body(head, method, self._limits.max_upstream_body, decode,
-                                               before_read)
-        except BaseException as exc:
-            conn.close()  # a half-read or broken connection is never reused
-            raise self._typed(exc, upstream, answered=sent) from None
+        before_read()
+        conn.send(method, target, request_headers(headers, pool.host_header), body)
+        progress.append("sent")
+        # Waiting for the answer is where a dripping upstream holds us: cut at the deadline.
+        WATCHDOG.attach_current(sock)
+        head = conn.read_head(method)
+        progress.append("head")
+        if head.length is not None and head.length > self._limits.max_upstream_body:
+            raise Overflow
+        decode = decoder_for(_header(head.headers, "content-encoding")) \
+            if method != "HEAD" else None
+        content, reusable = conn.read_body(head, method, self._limits.max_upstream_body, decode,
+                                           before_read)
         if reusable:
             pool.release(conn)
         else:

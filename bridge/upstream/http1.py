@@ -43,6 +43,11 @@ class ProtocolError(Exception):
     """The upstream's answer is not HTTP/1.1 the bridge can pass on; the message says what it did."""
 
 
+class NoAnswer(ProtocolError):
+    """The connection closed before the first byte of an answer: on a reused kept-alive connection,
+    the server closing it while idle, raced by our request (RFC 9112 section 9.3.1)."""
+
+
 class Overflow(Exception):
     """More body than the caller's cap."""
 
@@ -80,8 +85,10 @@ class Connection:
 
     def read_head(self, method: str) -> Head:
         """The head of the final answer to a request of ``method``; interim answers skipped."""
+        first = True
         while True:
-            version, status, headers = self._read_status_and_fields()
+            version, status, headers = self._read_status_and_fields(first)
+            first = False
             if status == 101:
                 raise ProtocolError("switched protocols (101) though the bridge never asks it to")
             if 100 <= status < 200:
@@ -90,10 +97,10 @@ class Connection:
                 raise ProtocolError(f"answered with status {status}, which HTTP does not define")
             return _framed(version, status, headers, method)
 
-    def _read_status_and_fields(self) -> tuple[int, int, list[tuple[str, str]]]:
+    def _read_status_and_fields(self, first: bool) -> tuple[int, int, list[tuple[str, str]]]:
         line = self._reader.readline(MAX_LINE)
         if not line:
-            raise ProtocolError("closed the connection without answering")
+            raise (NoAnswer if first else ProtocolError)("closed the connection without answering")
         match = _STATUS_LINE.fullmatch(line)
         if match is None:
             raise ProtocolError("answered with a status line that is not HTTP/1.1")
