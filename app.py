@@ -149,7 +149,7 @@ def serve(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("explain", "probe"):
+    if argv and argv[0] in ("explain", "probe", "purge"):
         from bridge.site.cli import main as cli_main
 
         raise SystemExit(cli_main(argv))

@@ -22,6 +22,7 @@ from .ops.ratelimit import RateBudget
 from .proxy import ProxyRoad, mount
 from .proxy.gateway import Gateway
 from .site import views
+from .site.admin import purge_blueprint
 from .site.client_asset import client_asset_blueprint, read_library
 from .site.edge import install_edge
 from .site.explain import explain
@@ -58,6 +59,8 @@ def create_app(config: Config, *, cache: Cache | None = None,
     app.register_blueprint(views.core)
     app.register_blueprint(client_asset_blueprint(read_library()))
     app.register_blueprint(explain)
+    if config.admin.token:
+        app.register_blueprint(purge_blueprint(config.admin.token))
 
     road = ProxyRoad(config, gateway, budget, recorder)
     app.extensions["bridge.road"] = road

@@ -45,6 +45,13 @@ class InvalidCallback(BadRequest):
     code = "invalid_callback"
 
 
+class Unauthorized(BridgeError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=(("WWW-Authenticate", 'Bearer realm="jsonp-cors-bridge"'),))
+
+
 class Forbidden(BridgeError):
     status, code = 403, "forbidden"
 

@@ -13,7 +13,9 @@ drives it. Nothing here talks to upstreams or knows Flask.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ from .entry import ENTRY, VARY, CacheEntry, Vary
 from .handoff import WorkerHandoff
 from .herd import FetchLocks, LocalLocks, RedisLocks, SingleFlight
 from .memory import MemoryStore
+from .purge import EVERYTHING, RECORDS, PurgeLog, Scope
 from .redis import RedisConnection, RedisStore
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ Clock = Callable[[], float]
 EventHook = Callable[[str], None]
 # The names ``on_event`` is called with; the metrics count them.
 EVENTS = ("hit", "miss", "stored", "stale", "revalidated", "collapsed", "eviction",
-          "redis_down", "redis_up", "refresh", "refresh_failed")
+          "redis_down", "redis_up", "refresh", "refresh_failed", "invalidated", "purged")
 
 
 class Store(Protocol):
@@ -46,6 +49,9 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def purge(self, scope: Scope) -> list[str]:
+        """Drop every entry in ``scope``; the keys dropped."""
+
     def health(self) -> dict[str, Any]: ...
 
 
@@ -53,13 +59,21 @@ class Cache:
     """The store, the locks across processes, the settings and the clock, and this process's flight."""
 
     def __init__(self, settings: CacheConfig, store: Store, clock: Clock = time.time,
-                 on_event: EventHook | None = None, locks: FetchLocks | None = None) -> None:
+                 on_event: EventHook | None = None, locks: FetchLocks | None = None,
+                 purge_log: PurgeLog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.on_event = on_event or (lambda name: None)
         self.locks: FetchLocks = locks or LocalLocks(None)
         self.flight = SingleFlight()
+        # With the memory store, purges reach the other workers through the shared log; the purges
+        # this process has applied are kept a while, for fetches that began before one.
+        self.purge_log = purge_log if purge_log is not None or not isinstance(store, MemoryStore) \
+            else PurgeLog()
+        self._purge_seen = self.purge_log.head() if self.purge_log is not None else 0
+        self._purges: deque[tuple[float, Scope]] = deque(maxlen=RECORDS)
+        self._purge_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config, clock: Clock = time.time,
@@ -86,7 +100,7 @@ class Cache:
         else:
             connection = RedisConnection(settings.backend, clock, relay)
             store, locks = RedisStore(connection), RedisLocks(connection)
-        cache = cls(settings, store, clock, hook, locks)
+        cache = cls(settings, store, clock, hook, locks)  # made before gunicorn forks: one purge log
         return cache
 
     # --- entries and Vary records, by the keys ``key.py`` derives ---
@@ -130,6 +144,59 @@ class Cache:
         self.store.put(ENTRY + key, left, left.retain_until - now)
         return left
 
+    # --- purges: every worker, and with Redis every instance ---
+
+    def purge(self, scope: Scope) -> int:
+        """Drop every entry in ``scope``, here and in every worker (memory) or instance (Redis);
+        how many this process's store held (with Redis: how many Redis held)."""
+        now = self.clock()
+        if self.purge_log is not None:
+            sequence = self.purge_log.write(scope, now)
+            return self.catch_up().get(sequence, 0)
+        with self._purge_lock:
+            dropped = self._apply(scope, now)
+        if isinstance(self.store, RedisStore):
+            self.store.mark_purged(scope.api if scope.tag is None and scope.api else "*", now)
+        return dropped
+
+    def catch_up(self) -> dict[int, int]:
+        """Apply the purges other workers wrote since this process last looked (memory store): one
+        read of shared memory when there are none. How many entries each dropped, by sequence."""
+        purge_log = self.purge_log
+        if purge_log is None or purge_log.head() == self._purge_seen:
+            return {}
+        counts: dict[int, int] = {}
+        with self._purge_lock:
+            records = purge_log.since(self._purge_seen)
+            if records is None:  # further behind than the ring holds: drop everything held
+                head = purge_log.head()
+                counts[head] = self._apply(EVERYTHING, self.clock())
+                self._purge_seen = head
+                return counts
+            for sequence, at, scope in records:
+                counts[sequence] = self._apply(scope, at)
+                self._purge_seen = sequence
+        return counts
+
+    def purged_since(self, address: tuple[str, str, str], tags: tuple[str, ...], since: float) -> bool:
+        """Whether a purge at or after ``since`` covers an entry at ``address`` with ``tags``: a
+        fetch that began before it must not store what it got."""
+        self.catch_up()
+        with self._purge_lock:
+            if any(at >= since and scope.matches(address, tags) for at, scope in self._purges):
+                return True
+        if isinstance(self.store, RedisStore):
+            return self.store.last_purged(address[0]) >= since
+        return False
+
+    def _apply(self, scope: Scope, at: float) -> int:
+        """Drop ``scope`` from the store and the handoff, and remember it (the purge lock held)."""
+        dropped = self.store.purge(scope)
+        for key in dropped:
+            self.locks.withdraw(key.removeprefix(ENTRY))
+        self._purges.append((at, scope))
+        return len(dropped)
+
     def event(self, name: str) -> None:
         try:
             self.on_event(name)
@@ -142,4 +209,4 @@ class Cache:
                 "waiting": self.flight.waiting()}
 
 
-__all__ = ["EVENTS", "Cache", "CacheEntry", "MemoryStore", "RedisStore", "Store"]
+__all__ = ["EVENTS", "Cache", "CacheEntry", "MemoryStore", "RedisStore", "Scope", "Store"]

@@ -59,6 +59,10 @@ class CacheEntry:
     # renderer makes them once, in the memory store only, and adds them to ``size``).
     cors_headers: tuple[tuple[str, str], ...] | None = None
     jsonp_headers: tuple[tuple[str, str], ...] | None = None  # the same for the JSONP path
+    # What a purge finds it by: the upstream, path and query it was forwarded as, and the tags the
+    # upstream gave it (Surrogate-Key / Cache-Tag, never sent to clients).
+    address: tuple[str, str, str] = ("", "", "")
+    tags: tuple[str, ...] = ()
 
     def age(self, now: float) -> int:
         return max(0, int(self.initial_age + now - self.stored_at))
@@ -85,9 +89,11 @@ class CacheEntry:
 
 def new_entry(key: str, response: UpstreamResponse, stored_at: float, lifetime: int,
               vary: tuple[str, ...] = (), script_json: str | None = None,
-              retain_until: float = 0.0) -> CacheEntry:
-    size = ENTRY_OVERHEAD + _strings_size(key, response) + sum(sys.getsizeof(v) for v in vary)
+              retain_until: float = 0.0, address: tuple[str, str, str] = ("", "", ""),
+              tags: tuple[str, ...] = ()) -> CacheEntry:
+    size = ENTRY_OVERHEAD + _strings_size(key, response) + sum(sys.getsizeof(v) for v in vary) \
+        + sum(sys.getsizeof(part) for part in (*address, *tags))
     if script_json is not None:
         size += sys.getsizeof(script_json)
     return CacheEntry(response, stored_at, lifetime, initial_age(response), vary, script_json, size,
-                      retain_until)
+                      retain_until, address=address, tags=tags)

@@ -1,11 +1,11 @@
 """The in-process store: entries and Vary records in a cachetools LRU bounded by accounted bytes.
 
-A store is ``get``, ``put`` and ``delete`` (and ``health``, what it reports of itself). Each value is
-kept with the time after which it is dropped (its retention), so a stale entry lingers only as long as
-it can be revalidated or stand in for a failing upstream; an entry is accounted at its ``size``, and
-evictions are reported through ``on_event``. cachetools is not thread-safe by itself: one lock around
-it all. This store belongs to one process; the workers of one bridge share a herd through
-``herd.LocalLocks``, not through here.
+A store is ``get``, ``put``, ``delete`` and ``purge`` (and ``health``, what it reports of itself).
+Each value is kept with the time after which it is dropped (its retention), so a stale entry lingers
+only as long as it can be revalidated or stand in for a failing upstream; an entry is accounted at
+its ``size``, and evictions are reported through ``on_event``. cachetools is not thread-safe by
+itself: one lock around it all. This store belongs to one process; the workers of one bridge share a
+herd through ``herd.LocalLocks`` and purges through ``purge.PurgeLog``, not through here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import cachetools
 
 from .entry import ENTRY_OVERHEAD, CacheEntry, Vary
+from .purge import Scope
 
 Clock = Callable[[], float]
 Stored = CacheEntry | Vary
@@ -83,6 +84,15 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self._lru.pop(key, None)
+
+    def purge(self, scope: Scope) -> list[str]:
+        """Drop every entry in ``scope``; the keys dropped."""
+        with self._lock:
+            dropped = [key for key, (_, stored) in list(self._lru.items())
+                       if isinstance(stored, CacheEntry) and scope.matches(stored.address, stored.tags)]
+            for key in dropped:
+                del self._lru[key]
+        return dropped
 
     def health(self) -> dict[str, Any]:
         with self._lock:

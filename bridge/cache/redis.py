@@ -19,12 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .entry import VARY, CacheEntry, Vary
-from .serialize import entry_fields, entry_from_fields
+from .purge import Scope
+from .serialize import entry_fields, entry_from_fields, entry_meta
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 0.5  # seconds; a Redis slower than this is treated as gone for the request
 REDIS_RETRY_AFTER = 2.0  # seconds between attempts while Redis is down, so requests don't queue on it
+PURGE_MEMORY = 600  # seconds a purge's time is kept, for fetches that began before it (> any timeout)
 Clock = Callable[[], float]
 Stored = CacheEntry | Vary
 # Put an entry only while the version kept is the one named (its stored time), never reviving a
@@ -119,17 +121,65 @@ class RedisStore:
             arguments = [fields["t"]] + [item for pair in fields.items() for item in pair]
             self.connection.call(lambda: self._put_if_version(keys=[name], args=arguments))
             return
+        # The indexes a purge reads: the entries of an upstream, and of each tag. Each lives as long
+        # as its longest-kept entry; a member whose entry expired is skipped and removed by a purge.
+        indexes = [self._index(value.address[0])] + [self._tag_index(tag) for tag in value.tags]
 
         def write() -> None:
             pipe = client.pipeline(transaction=True)
             pipe.delete(name)
             pipe.hset(name, mapping=fields)  # type: ignore[arg-type,unused-ignore]
             pipe.expire(name, seconds)
+            for index in indexes:
+                pipe.sadd(index, key)
+                pipe.expire(index, seconds, nx=True)
+                pipe.expire(index, seconds, gt=True)
             pipe.execute()
         self.connection.call(write)
 
     def delete(self, key: str) -> None:
         self.connection.call(lambda: self.connection.client.delete(self.prefix + key))
+
+    def _index(self, api: str) -> str:
+        return f"{self.prefix}ix:{api}"
+
+    def _tag_index(self, tag: str) -> str:
+        return f"{self.prefix}tg:{tag}"
+
+    def purge(self, scope: Scope) -> list[str]:
+        """Drop every entry in ``scope`` from Redis (for every instance); the keys dropped."""
+        client = self.connection.client
+        index = self._tag_index(scope.tag) if scope.tag is not None else self._index(scope.api or "")
+
+        def run() -> list[str]:
+            members = [m.decode() for m in client.smembers(index)]  # type: ignore[union-attr]
+            dropped: list[str] = []
+            gone: list[str] = []
+            for key in members:
+                meta = client.hget(self.prefix + key, "m")
+                entry = entry_meta(meta) if isinstance(meta, bytes) else None
+                if entry is None:
+                    gone.append(key)
+                elif scope.matches(*entry):
+                    dropped.append(key)
+            if dropped:
+                client.delete(*(self.prefix + key for key in dropped))
+            if dropped or gone:
+                client.srem(index, *dropped, *gone)
+            return dropped
+        return list(self.connection.call(run, default=[]))
+
+    def mark_purged(self, api: str, at: float) -> None:
+        """Note when ``api`` (``*``: a purge by tag) was last purged, for fetches under way."""
+        self.connection.call(lambda: self.connection.client.set(f"{self.prefix}pt:{api}", repr(at),
+                                                                 ex=PURGE_MEMORY))
+
+    def last_purged(self, api: str) -> float:
+        """When ``api`` or any tag was last purged (0: not within ``PURGE_MEMORY``)."""
+        client = self.connection.client
+        values = self.connection.call(lambda: client.mget(f"{self.prefix}pt:{api}",
+                                                          f"{self.prefix}pt:*"), default=None)
+        return max((float(v) for v in values or () if v is not None), default=0.0)
 
     def health(self) -> dict[str, Any]:
         # A ping, unless Redis is known down and not yet due another try.

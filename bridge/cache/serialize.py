@@ -17,7 +17,8 @@ from .entry import CacheEntry, new_entry
 
 def entry_fields(entry: CacheEntry) -> dict[str, bytes]:
     meta = {"s": entry.response.status, "h": entry.response.headers, "t": entry.stored_at,
-            "l": entry.lifetime, "a": entry.initial_age, "v": entry.vary, "r": entry.retain_until}
+            "l": entry.lifetime, "a": entry.initial_age, "v": entry.vary, "r": entry.retain_until,
+            "ad": entry.address, "tg": entry.tags}
     fields = {"m": json.dumps(meta, separators=(",", ":")).encode(), "b": entry.response.body,
               "t": repr(entry.stored_at).encode()}
     if entry.script_json is not None:
@@ -36,11 +37,23 @@ def entry_from_fields(key: str, fields: Mapping[bytes, bytes], now: float) -> Ca
         response = UpstreamResponse(int(meta["s"]), tuple((str(k), str(v)) for k, v in meta["h"]),
                                     fields[b"b"])
         script_json = fields[b"j"].decode() if b"j" in fields else None
+        api, path, query = (str(part) for part in meta.get("ad", ("", "", "")))
         entry = new_entry(key, response, float(meta["t"]), int(meta["l"]), tuple(meta["v"]),
-                          script_json, retain_until)
+                          script_json, retain_until, (api, path, query),
+                          tuple(str(tag) for tag in meta.get("tg", ())))
         entry.initial_age = int(meta["a"])
         return entry
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def entry_meta(meta: bytes) -> tuple[tuple[str, str, str], tuple[str, ...]] | None:
+    """An entry's address and tags from its metadata field alone (what a purge matches), or None."""
+    try:
+        record = json.loads(meta)
+        api, path, query = (str(part) for part in record.get("ad", ("", "", "")))
+        return (api, path, query), tuple(str(tag) for tag in record.get("tg", ()))
+    except (ValueError, TypeError, AttributeError):
         return None
 
 

@@ -71,6 +71,14 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    token: str  # "" when purging is off
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return f"AdminConfig(token={'set' if self.token else 'unset'})"
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     per_client: str
     max_request_body: int
@@ -113,11 +121,12 @@ class Config:
     jsonp: JsonpConfig
     cache: CacheConfig
     limits: LimitsConfig
+    admin: AdminConfig
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
 
 
 SECTION_TYPES = {"server": ServerConfig, "jsonp": JsonpConfig, "cache": CacheConfig,
-                 "limits": LimitsConfig}
+                 "limits": LimitsConfig, "admin": AdminConfig}
 
 
 # --- reading ---

@@ -97,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
             "more query parameters get 400"),
     Setting("limits", "max_json_depth", values.positive_int, "64",
             "deeper JSON gets 502 on the JSONP path"),
+    Setting("admin", "token", values.admin_token, "",
+            "a bearer token (at least 16 characters; write `${BRIDGE_ADMIN_TOKEN}` to take it from the "
+            "environment) that turns on `POST /purge`; unset, the route does not exist (404)",
+            "(none)"),
     Setting(UPSTREAM, "url", values.upstream_url, None,
             "http(s) base url; paths are joined below it", "(required)"),
     Setting(UPSTREAM, "methods", values.methods, "GET HEAD", "methods allowed on the CORS path"),

@@ -89,6 +89,15 @@ def text(raw: str) -> str:
     return raw.strip()
 
 
+def admin_token(raw: str) -> str:
+    """The bearer token that turns ``POST /purge`` on, or "" (off). Never quoted back in an error."""
+    token = raw.strip()
+    if token and (len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token)):
+        raise ValueError("the token must be at least 16 printable characters with no spaces "
+                         "(use a long random value, e.g. from `openssl rand -hex 32`)")
+    return token
+
+
 def bind(raw: str) -> str:
     value = raw.strip()
     host, sep, port = value.rpartition(":")

@@ -36,10 +36,19 @@ NEVER_FORWARDED = frozenset({"cookie", "authorization", "host", "content-length"
 
 # Dropped from upstream answers: the bridge computes these itself (length, encoding after decoding,
 # CORS grants), must never pass them on (cookies), or would be promising what it does not do (the
-# bridge never forwards Range nor serves part of an answer, so Accept-Ranges would be untrue).
+# bridge never forwards Range nor serves part of an answer, so Accept-Ranges would be untrue), or are
+# the bridge's alone (an entry's purge tags, TAG_HEADERS).
+TAG_HEADERS = ("surrogate-key", "cache-tag")
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie", "set-cookie2", "content-length",
                                          "content-encoding", "server", "x-powered-by", "alt-svc",
-                                         "accept-ranges"}
+                                         "accept-ranges", *TAG_HEADERS}
+
+
+def parse_tags(value: str | None) -> tuple[str, ...]:
+    """The purge tags of a ``Surrogate-Key`` or ``Cache-Tag`` value: space- or comma-separated."""
+    if not value:
+        return ()
+    return tuple(dict.fromkeys(tag for tag in value.replace(",", " ").split() if tag))
 
 
 def connection_tokens(pairs: Iterable[tuple[str, str]]) -> set[str]:

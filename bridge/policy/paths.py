@@ -128,3 +128,12 @@ def within_base(base: str, url: str) -> bool:
     except InvalidPath:
         return False
     return True
+
+
+def below_base(base: str, url: str) -> tuple[str, str] | None:
+    """The path (relative to ``base``, as forwarded) and query of an absolute url below ``base``, or
+    None when it leaves the base (how an upstream's Location names another of its resources)."""
+    if not within_base(base, url):
+        return None
+    parts = urlsplit(url)
+    return parts.path[len(urlsplit(base).path):], parts.query

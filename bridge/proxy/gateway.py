@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
-from ..cache import Cache, CacheEntry
+from ..cache import Cache, CacheEntry, Scope
 from ..cache.entry import new_entry
 from ..cache.freshness import (
     STALE_IF_ERROR_STATUSES,
@@ -38,11 +38,14 @@ from ..cache.key import as_cached, bypass_reason, request_keys, response_vary, v
 from ..cache.status import CacheStatus, forwarded_status, hit_status
 from ..config import UpstreamConfig
 from ..errors import UpstreamError, UpstreamTimeout
+from ..policy.paths import below_base, redirect_target
 from ..upstream.client import UpstreamClient
 from ..upstream.message import UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
+# RFC 9111 section 4.4: methods whose success invalidates what the cache holds for the url.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _SCRIPT_LOCK = Lock()  # taken once per answer that no entry holds, on its first JSONP read
 
 
@@ -146,8 +149,11 @@ class Gateway:
         cache = self.cache
         bypass = bypass_reason(request) or ("bypass" if cache is None else None)
         if bypass is not None or cache is None:
-            return Answer(self.client.send(request, request_id),
-                          forwarded_status(bypass or "bypass"))
+            response = self.client.send(request, request_id)
+            if cache is not None and request.method in UNSAFE_METHODS and 200 <= response.status < 400:
+                self._invalidate(request, response)
+            return Answer(response, forwarded_status(bypass or "bypass"))
+        cache.catch_up()  # purges written by other workers since this one last looked
         request = as_cached(request)  # the client's validators are answered from the entry
         primary, _ = request_keys(request, ())
         vary = cache.vary(primary)
@@ -250,6 +256,22 @@ class Gateway:
         finally:
             cache.locks.release(key, token)
 
+    def _invalidate(self, request: UpstreamRequest, response: UpstreamResponse) -> None:
+        """RFC 9111 section 4.4: a successful unsafe request invalidates its url, and the urls its
+        Location and Content-Location name below the same base, in every worker and instance."""
+        assert self.cache is not None
+        upstream = request.upstream
+        targets = {(request.path, request.query)}
+        for name in ("location", "content-location"):
+            value = response.header(name)
+            target = redirect_target(request.url, value) if value else None
+            below = below_base(upstream.url, target) if target is not None else None
+            if below is not None:
+                targets.add(below)
+        for path, query in sorted(targets):
+            self.cache.purge(Scope(api=upstream.name, path=path, query=query))
+        self.cache.event("invalidated")
+
     def _await_other_process(self, key: str, seconds: float) -> CacheEntry | None:
         assert self.cache is not None
         cache = self.cache
@@ -272,6 +294,8 @@ class Gateway:
         sent = replace(request, headers=request.headers + conditional_headers(entry.response)) \
             if entry is not None and revalidating else request
         cache.event("miss")
+        started = cache.clock()
+        address = (upstream.name, request.path, request.query)
         try:
             response = self.client.send(sent, request_id)
         except (UpstreamError, UpstreamTimeout):
@@ -297,7 +321,11 @@ class Gateway:
                                     None)
             keep = retention(lifetime, True, upstream.ttl, self._stale_use(renewed, upstream))
             # The body did not change, so neither did its script JSON.
-            fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json, now + keep)
+            tags = response.tags or entry.tags
+            fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json, now + keep,
+                              address, tags)
+            if cache.purged_since(address, tags, started):
+                return FetchOutcome(Answer(renewed, forwarded_status("stale", fwd_status=304)), None)
             cache.keep(key, fresh)
             cache.event("revalidated")
             status = forwarded_status("stale", fwd_status=304, stored=True, ttl=fresh.ttl(now))
@@ -314,11 +342,16 @@ class Gateway:
             if vary is None or not may_share(response):
                 return FetchOutcome(answer, None)
             return FetchOutcome(answer, variant_key(primary, vary, request.headers), vary)
+        if cache.purged_since(address, response.tags, started):
+            # Purged while it was being fetched: this answer may be what the purge was meant to drop.
+            return FetchOutcome(Answer(response, forwarded_status(reason, fwd_status=response.status)),
+                                None)
         keep = retention(lifetime, has_validator(response), upstream.ttl,
                          self._stale_use(response, upstream))
         cache.keep_vary(primary, vary, keep)
         key = variant_key(primary, vary, request.headers)
-        fresh = new_entry(key, response, now, lifetime, vary, retain_until=now + keep)
+        fresh = new_entry(key, response, now, lifetime, vary, retain_until=now + keep,
+                          address=address, tags=response.tags)
         cache.keep(key, fresh)
         cache.event("stored")
         status = forwarded_status(reason, stored=True, ttl=fresh.ttl(now))

@@ -1,4 +1,5 @@
-"""``python app.py explain|probe``: the CORS verdict for a person, from the config or from the wire.
+"""``python app.py explain|probe|purge``: the CORS verdict for a person, from the config or from the
+wire; and an operator's purge of a running bridge's cache.
 
 ``explain`` reads the bridge's config and prints what ``/explain`` returns, step by step. ``probe`` sends
 a real preflight and a real request to any server (the bridge or another) and runs the browser's checks
@@ -6,12 +7,16 @@ from ``explain.py`` over its real answers: the diagnosis otherwise done by hand 
 header. Both print Chromium's console message when a browser would block the request. Exit status: 0
 when a browser lets the page read the answer, 1 when it blocks it, 2 for a usage or config mistake, 3
 when the server cannot be reached. The probe sends no cookies (it has none) and follows no redirects.
+``purge`` posts to a bridge's ``/purge`` with the token from ``BRIDGE_ADMIN_TOKEN`` (or ``--token``)
+and prints its answer: 0 when the bridge purged, 1 when it refused, 2 and 3 as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -181,14 +186,55 @@ def run_probe(argv: Sequence[str], out: TextIO) -> int:
     return ALLOWED if verdict.allowed else BLOCKED
 
 
+# --- purge: an operator's ---
+
+
+def run_purge(argv: Sequence[str], out: TextIO) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python app.py purge",
+        description="Drop cached answers in a running bridge (every worker, and every instance "
+                    "sharing its Redis) through its POST /purge.")
+    parser.add_argument("--api", help="the upstream's name (required unless --tag is given)")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--path", help="one path below the upstream's url: every query and variant")
+    scope.add_argument("--prefix", help="every path starting with this")
+    scope.add_argument("--tag", help="every answer the upstream tagged so (Surrogate-Key, Cache-Tag)")
+    parser.add_argument("--bridge", default="http://127.0.0.1:8000",
+                        help="the bridge's base url (default http://127.0.0.1:8000)")
+    parser.add_argument("--token", help="the [admin] token (default: $BRIDGE_ADMIN_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT)
+    args = parser.parse_args(argv)
+    if args.api is None and args.tag is None:
+        raise UsageError("name what to purge: --api NAME [--path P | --prefix P], or --tag T")
+    token = args.token or os.environ.get("BRIDGE_ADMIN_TOKEN")
+    if not token:
+        raise UsageError("no token: set BRIDGE_ADMIN_TOKEN (or give --token) to the [admin] token")
+    body = {name: value for name, value in (("api", args.api), ("path", args.path),
+                                            ("prefix", args.prefix), ("tag", args.tag)) if value}
+    url = args.bridge.rstrip("/") + "/purge"
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            response = session.post(url, json=body, timeout=args.timeout,
+                                    headers={"Authorization": f"Bearer {token}"})
+        except requests.RequestException as exc:
+            raise Unreachable(f"POST {url}: {exc.__class__.__name__}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": "not_json", "message": response.text[:200]}
+    print(json.dumps(answer), file=out)
+    return ALLOWED if response.status_code == 200 else BLOCKED
+
+
 def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``argv`` starts with the command: ``explain ...`` or ``probe ...``."""
+    """``argv`` starts with the command: ``explain ...``, ``probe ...`` or ``purge ...``."""
     out = out or sys.stdout
     err = err or sys.stderr
-    commands = {"explain": run_explain, "probe": run_probe}
+    commands = {"explain": run_explain, "probe": run_probe, "purge": run_purge}
     if not argv or argv[0] not in commands:
-        print("usage: python app.py explain API [PATH] --origin O ... | probe URL --origin O ...",
-              file=err)
+        print("usage: python app.py explain API [PATH] --origin O ... | probe URL --origin O ... | "
+              "purge --api NAME [--path P | --prefix P | --tag T] [--bridge URL]", file=err)
         return USAGE
     try:
         # argparse writes its usage and --help to sys.stderr/sys.stdout: send them where asked.

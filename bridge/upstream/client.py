@@ -31,7 +31,7 @@ from ..errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from ..policy.headers import TRANSPORT_HEADERS, filter_response_headers
+from ..policy.headers import TAG_HEADERS, TRANSPORT_HEADERS, filter_response_headers, parse_tags
 from ..policy.paths import redirect_target, within_base
 from .coding import DecodeError, decoder_for
 from .deadline import WATCHDOG
@@ -166,13 +166,11 @@ class UpstreamClient:
         for _ in range(MAX_REDIRECTS + 1):
             status, headers, content = self._send_once(upstream, method, url, headers_out,
                                                        body, deadline)
-            if status not in (301, 302, 303, 307, 308):
-                return UpstreamResponse(status, filter_response_headers(headers), content,
-                                        time.monotonic() - started)
-            location = next((v for k, v in headers if k.lower() == "location"), None)
+            location = next((v for k, v in headers if k.lower() == "location"), None) \
+                if status in (301, 302, 303, 307, 308) else None
             if location is None:
                 return UpstreamResponse(status, filter_response_headers(headers), content,
-                                        time.monotonic() - started)
+                                        time.monotonic() - started, _tags(headers))
             target = redirect_target(url, location)
             if target is None:
                 raise UpstreamRedirect(f"upstream {upstream.name!r} redirected to a Location that is "
@@ -284,6 +282,12 @@ class UpstreamClient:
             return UpstreamError(f"upstream {name!r} broke off its answer ({type(exc).__name__})") \
                 if answered else UpstreamUnreachable(f"upstream {name!r} is unreachable")
         return exc
+
+
+def _tags(headers: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The purge tags an answer names in Surrogate-Key and Cache-Tag (every line of both)."""
+    values = [value for name, value in headers if name.lower() in TAG_HEADERS]
+    return parse_tags(" ".join(values)) if values else ()
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -38,6 +38,8 @@ class UpstreamResponse:
     headers: tuple[tuple[str, str], ...]  # already filtered for the browser
     body: bytes
     elapsed: float = 0.0
+    # The upstream's Surrogate-Key / Cache-Tag tags, for purging; their headers are not in ``headers``.
+    tags: tuple[str, ...] = ()
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
