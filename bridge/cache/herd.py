@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .entry import CacheEntry
 from .handoff import WorkerHandoff
-from .redis import RedisConnection
+from .redis import RedisConnection, hash_tagged
 from .serialize import entry_from_bytes, entry_to_bytes
 
 LOCK_POLL = 0.02  # seconds between looks at Redis while another instance fetches
@@ -140,28 +140,29 @@ class LocalLocks:
 
 
 class RedisLocks:
-    """Every instance sharing one Redis; without Redis each instance fetches for itself (granted)."""
+    """Every instance sharing one Redis; without Redis each instance fetches for itself (granted).
+    A key's lock hashes to its entry's slot (``hash_tagged``), for a Cluster."""
 
     def __init__(self, connection: RedisConnection, prefix: str = "jcb:") -> None:
         self.connection = connection
         self.prefix = prefix
-        self._release = connection.client.register_script(_RELEASE)
+
+    def _name(self, key: str) -> str:
+        return hash_tagged(self.prefix, "l", key)
 
     def acquire(self, key: str, seconds: float) -> str | None:
         token = secrets.token_hex(8)
-        client = self.connection.client
-        acquired = self.connection.call(lambda: client.set(self.prefix + "l:" + key, token, nx=True,
-                                                           px=max(1, int(seconds * 1000))),
+        name, expiry = self._name(key), max(1, int(seconds * 1000))
+        acquired = self.connection.call(lambda client: client.set(name, token, nx=True, px=expiry),
                                         default=True)
         return token if acquired else None
 
     def release(self, key: str, token: str) -> None:
-        self.connection.call(lambda: self._release(keys=[self.prefix + "l:" + key], args=[token]))
+        self.connection.script(_RELEASE, [self._name(key)], [token])
 
     def locked(self, key: str) -> bool:
-        client = self.connection.client
-        return bool(self.connection.call(lambda: client.exists(self.prefix + "l:" + key),
-                                         default=False))
+        name = self._name(key)
+        return bool(self.connection.call(lambda client: client.exists(name), default=False))
 
     def left(self, key: str, now: float) -> CacheEntry | None:
         return None  # what the holder stores is in Redis for everyone

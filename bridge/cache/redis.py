@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..config.values import redis_backend
 from .entry import VARY, CacheEntry, Vary
 from .purge import Scope
 from .serialize import entry_fields, entry_from_fields, entry_meta
@@ -44,29 +45,67 @@ def redacted(url: str) -> str:
 
 
 class RedisConnection:
-    """One Redis client with the bridge's failure rule: down means 'answer the default', for a while."""
+    """One Redis client with the bridge's failure rule: down means 'answer the default', for a while.
+
+    The client is built on first use, inside ``call`` (a Cluster client asks its nodes for the slot
+    map when it is made, and a Cluster that is down at start-up is down like any other Redis). For a
+    Sentinel set it is the master's client, which asks the sentinels for the master again whenever
+    a connection to it fails, so a failover is followed without restarting the bridge.
+    """
 
     def __init__(self, url: str, clock: Clock = time.time,
                  on_event: Callable[[str], None] | None = None, timeout: float = REDIS_TIMEOUT) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from redis.exceptions import RedisClusterException
 
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                           retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, RedisClusterException,
+                                                         OSError)
+        backend = redis_backend(url)
+        assert backend is not None, "a Redis connection for the memory backend"
+        self.backend = backend
         self.url = url
+        self.timeout = timeout
         self.clock = clock
         self._on_event = on_event or (lambda name: None)
+        self._client: Any = None
+        self._sentinel: Any = None
+        self._scripts: dict[str, Any] = {}
         self._up = True
         self._retry_at = 0.0
         self._state_lock = threading.Lock()
 
-    def call(self, operation: Callable[[], Any], default: Any = None) -> Any:
+    def _build(self) -> Any:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        backend, timeout = self.backend, self.timeout
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                                   "retry": Retry(NoBackoff(), 0)}
+        if backend.kind == "server":
+            return redis.Redis.from_url(backend.url, health_check_interval=0, **options)
+        if backend.kind == "sentinel":
+            from redis.sentinel import Sentinel
+
+            self._sentinel = Sentinel(list(backend.hosts), sentinel_kwargs=dict(options), **options)
+            return self._sentinel.master_for(backend.master, db=backend.db, password=backend.password,
+                                             **options)
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in backend.hosts],
+                            password=backend.password, **options)
+
+    def call(self, operation: Callable[[Any], Any], default: Any = None) -> Any:
+        """``operation(client)``, or ``default`` while Redis is down (then tried again after
+        ``REDIS_RETRY_AFTER``)."""
         if not self._up and self.clock() < self._retry_at:
             return default
         try:
-            result = operation()
+            if self._client is None:
+                with self._state_lock:
+                    if self._client is None:
+                        self._client = self._build()
+            result = operation(self._client)
         except self._errors as exc:
             self._went_down(exc)
             return default
@@ -79,6 +118,32 @@ class RedisConnection:
                 self._on_event("redis_up")
         return result
 
+    def script(self, text: str, keys: list[str], args: list[Any], default: Any = None) -> Any:
+        """Run a Lua script (loaded once per client, by its SHA after that) through ``call``."""
+        def run(client: Any) -> Any:
+            script = self._scripts.get(text)
+            if script is None:
+                script = self._scripts[text] = client.register_script(text)
+            return script(keys=keys, args=args)
+        return self.call(run, default)
+
+    def topology(self) -> dict[str, Any]:
+        """What /healthz says of the servers: the kind, and the master a Sentinel set names now or
+        the primaries of a Cluster (asked now; nothing when Redis is down)."""
+        kind = self.backend.kind
+        if kind == "sentinel":
+            self.call(lambda client: None)  # builds the client and the sentinel manager
+            sentinel = self._sentinel
+            master = self.call(lambda _: sentinel.discover_master(self.backend.master)) \
+                if sentinel is not None else None
+            return {"topology": kind, "master": f"{master[0]}:{master[1]}" if master else None,
+                    "sentinels": len(self.backend.hosts)}
+        if kind == "cluster":
+            primaries = self.call(lambda client: client.get_primaries(), default=None)
+            return {"topology": kind,
+                    "primaries": sorted(f"{n.host}:{n.port}" for n in primaries) if primaries else []}
+        return {"topology": "single"}
+
     def _went_down(self, exc: BaseException) -> None:
         with self._state_lock:
             was_up, self._up = self._up, False
@@ -90,6 +155,12 @@ class RedisConnection:
             self._on_event("redis_down")
 
 
+def hash_tagged(prefix: str, kind: str, key: str) -> str:
+    """A Redis key with its hash tag (``jcb:e:{KEY}``): in a Cluster an entry and its lock hash to
+    one slot, so each is written atomically there."""
+    return f"{prefix}{kind}:{{{key}}}"
+
+
 class RedisStore:
     name = "redis"
 
@@ -97,39 +168,45 @@ class RedisStore:
         self.connection = connection
         self.clock = connection.clock
         self.prefix = prefix
-        self._put_if_version = connection.client.register_script(_PUT_IF_VERSION)
+
+    def _name(self, key: str) -> str:
+        kind, _, rest = key.partition(":")  # "e:KEY" or "v:KEY", as the cache names them
+        return hash_tagged(self.prefix, kind, rest)
 
     def get(self, key: str) -> Stored | None:
-        client, name = self.connection.client, self.prefix + key
+        name = self._name(key)
         if key.startswith(VARY):
-            raw = self.connection.call(lambda: client.get(name))
+            raw = self.connection.call(lambda client: client.get(name))
             return _vary(raw, self.clock()) if raw is not None else None
-        fields = self.connection.call(lambda: client.hgetall(name))
+        fields = self.connection.call(lambda client: client.hgetall(name))
         return entry_from_fields(key, fields, self.clock()) if fields else None
 
     def put(self, key: str, value: Stored, retain: float, *,
             replacing: CacheEntry | None = None) -> None:
         """Keep ``value`` for ``retain`` seconds. With ``replacing``, only while that version of the
         entry is the one kept (written again in place, its expiry as it was)."""
-        client, name, seconds = self.connection.client, self.prefix + key, max(1, int(retain))
+        name, seconds = self._name(key), max(1, int(retain))
         if isinstance(value, Vary):
             record = json.dumps({"r": self.clock() + retain, "v": list(value.names)})
-            self.connection.call(lambda: client.set(name, record, ex=seconds))
+            self.connection.call(lambda client: client.set(name, record, ex=seconds))
             return
         fields = entry_fields(value)
         if replacing is not None:
             arguments = [fields["t"]] + [item for pair in fields.items() for item in pair]
-            self.connection.call(lambda: self._put_if_version(keys=[name], args=arguments))
+            self.connection.script(_PUT_IF_VERSION, [name], arguments)
             return
         # The indexes a purge reads: the entries of an upstream, and of each tag. Each lives as long
         # as its longest-kept entry; a member whose entry expired is skipped and removed by a purge.
+        # They hash elsewhere than the entry, so they are written after it, not in its transaction.
         indexes = [self._index(value.address[0])] + [self._tag_index(tag) for tag in value.tags]
 
-        def write() -> None:
+        def write(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
             pipe.delete(name)
-            pipe.hset(name, mapping=fields)  # type: ignore[arg-type,unused-ignore]
+            pipe.hset(name, mapping=fields)
             pipe.expire(name, seconds)
+            pipe.execute()
+            pipe = client.pipeline(transaction=False)
             for index in indexes:
                 pipe.sadd(index, key)
                 pipe.expire(index, seconds, nx=True)
@@ -138,7 +215,8 @@ class RedisStore:
         self.connection.call(write)
 
     def delete(self, key: str) -> None:
-        self.connection.call(lambda: self.connection.client.delete(self.prefix + key))
+        name = self._name(key)
+        self.connection.call(lambda client: client.delete(name))
 
     def _index(self, api: str) -> str:
         return f"{self.prefix}ix:{api}"
@@ -148,22 +226,21 @@ class RedisStore:
 
     def purge(self, scope: Scope) -> list[str]:
         """Drop every entry in ``scope`` from Redis (for every instance); the keys dropped."""
-        client = self.connection.client
         index = self._tag_index(scope.tag) if scope.tag is not None else self._index(scope.api or "")
 
-        def run() -> list[str]:
-            members = [m.decode() for m in client.smembers(index)]  # type: ignore[union-attr]
+        def run(client: Any) -> list[str]:
+            members = [m.decode() for m in client.smembers(index)]
             dropped: list[str] = []
             gone: list[str] = []
             for key in members:
-                meta = client.hget(self.prefix + key, "m")
+                meta = client.hget(self._name(key), "m")
                 entry = entry_meta(meta) if isinstance(meta, bytes) else None
                 if entry is None:
                     gone.append(key)
                 elif scope.matches(*entry):
                     dropped.append(key)
-            if dropped:
-                client.delete(*(self.prefix + key for key in dropped))
+            for key in dropped:  # one key a command: in a Cluster they live in different slots
+                client.delete(self._name(key))
             if dropped or gone:
                 client.srem(index, *dropped, *gone)
             return dropped
@@ -171,20 +248,20 @@ class RedisStore:
 
     def mark_purged(self, api: str, at: float) -> None:
         """Note when ``api`` (``*``: a purge by tag) was last purged, for fetches under way."""
-        self.connection.call(lambda: self.connection.client.set(f"{self.prefix}pt:{api}", repr(at),
-                                                                 ex=PURGE_MEMORY))
+        name = f"{self.prefix}pt:{api}"
+        self.connection.call(lambda client: client.set(name, repr(at), ex=PURGE_MEMORY))
 
     def last_purged(self, api: str) -> float:
         """When ``api`` or any tag was last purged (0: not within ``PURGE_MEMORY``)."""
-        client = self.connection.client
-        values = self.connection.call(lambda: client.mget(f"{self.prefix}pt:{api}",
-                                                          f"{self.prefix}pt:*"), default=None)
+        names = (f"{self.prefix}pt:{api}", f"{self.prefix}pt:*")
+        values = self.connection.call(lambda client: [client.get(name) for name in names], default=())
         return max((float(v) for v in values or () if v is not None), default=0.0)
 
     def health(self) -> dict[str, Any]:
         # A ping, unless Redis is known down and not yet due another try.
-        reachable = bool(self.connection.call(self.connection.client.ping, default=False))
-        return {"backend": "redis", "redis": "up" if reachable else "down"}
+        reachable = bool(self.connection.call(lambda client: client.ping(), default=False))
+        report = {"backend": "redis", "redis": "up" if reachable else "down"}
+        return {**report, **self.connection.topology()} if reachable else report
 
 
 def _vary(raw: bytes, now: float) -> Vary | None:

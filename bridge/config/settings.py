@@ -70,7 +70,10 @@ SETTINGS: tuple[Setting, ...] = (
             "dot-separated segment); when set, every other name is refused with 400. Empty: any name "
             "the grammar accepts"),
     Setting("cache", "backend", values.cache_backend, "memory",
-            "`memory`, or `redis://host:port/db` (`rediss://`, `unix://` too)"),
+            "`memory`; `redis://host:port/db` (`rediss://`, `unix://` too); "
+            "`redis+sentinel://host:port[,host:port...]/master[/db]`; or "
+            "`redis+cluster://host:port[,host:port...]` (a password as `//:password@host:port`). "
+            "The rate budgets use the same servers"),
     Setting("cache", "ttl", values.non_negative_int, "60",
             "seconds an answer without freshness information stays fresh, and the ceiling of any "
             "answer's; 0 turns caching off"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -211,10 +212,72 @@ def rate_limit(raw: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class RedisBackend:
+    """A Redis ``[cache] backend``: one server (``redis://``, ``rediss://``, ``unix://``: ``url`` as
+    given), a Sentinel set (``redis+sentinel://H:P[,H:P...]/MASTER[/DB]``) or a Cluster
+    (``redis+cluster://H:P[,H:P...]``); a password as ``//:PASSWORD@H:P``."""
+
+    kind: str  # "server", "sentinel" or "cluster"
+    url: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    master: str = ""
+    db: int = 0
+    password: str | None = field(default=None, repr=False)
+
+
+BACKEND_FORMS = ("memory, redis://host:port/db (rediss://, unix:// too), "
+                 "redis+sentinel://host:port[,host:port...]/master[/db] or "
+                 "redis+cluster://host:port[,host:port...]")
+
+
+def _hosts(netloc: str) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for item in netloc.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("host:port")
+        hosts.append((host.strip("[]"), int(port)))
+    return tuple(hosts)
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def redis_backend(value: str) -> RedisBackend | None:
+    """The Redis a backend names, or None for ``memory``; ValueError (never quoting a password)."""
+    if value == "memory":
+        return None
+    scheme, sep, rest = value.partition("://")
+    if scheme in ("redis", "rediss", "unix"):
+        parts = urlsplit(value)
+        if not (parts.hostname or parts.path):
+            raise ValueError(f"expected {BACKEND_FORMS}, got {_without_password(value)!r}")
+        return RedisBackend("server", value)
+    if scheme not in ("redis+sentinel", "redis+cluster") or not sep:
+        raise ValueError(f"expected {BACKEND_FORMS}, got {_without_password(value)!r}")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, netloc = netloc.rpartition("@")
+    password = userinfo.partition(":")[2] or None if at else None
+    try:
+        hosts = _hosts(netloc)
+    except ValueError:
+        raise ValueError(f"expected host:port[,host:port...] after {scheme}://") from None
+    if scheme == "redis+cluster":
+        if path.strip("/"):
+            raise ValueError("a cluster has no master name or database: redis+cluster://host:port,...")
+        return RedisBackend("cluster", value, hosts, password=password)
+    master, _, db = path.strip("/").partition("/")
+    if not master or (db and not db.isdigit()):
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/master[/db]")
+    return RedisBackend("sentinel", value, hosts, master, int(db or 0), password)
+
+
 def cache_backend(raw: str) -> str:
     value = raw.strip()
-    if value == "memory":
-        return value
+    redis_backend(value)
+    return value
     parts = urlsplit(value)
     if parts.scheme not in {"redis", "rediss", "unix"} or not (parts.hostname or parts.path):
         raise ValueError(f"expected memory or redis://host:port/db, got {raw!r}")

@@ -25,12 +25,14 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 
 from ..cache.redis import redacted
 from ..config import Config, UpstreamConfig
+from ..config.values import redis_backend
 from ..errors import RateLimited
 
 log = logging.getLogger(__name__)
@@ -178,13 +180,27 @@ def _digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def redis_storage_uri(backend: str) -> str | None:
-    """The ``limits`` storage url for the cache's Redis, or None for the memory backend."""
-    if backend.startswith(("redis://", "rediss://")):
-        return backend
-    if backend.startswith("unix://"):
-        return "redis+unix://" + backend[len("unix://"):]
-    return None
+def redis_storage(backend: str) -> tuple[str, dict[str, Any]] | None:
+    """The ``limits`` storage url and options for the cache's Redis (the same servers), or None
+    for the memory backend. limits reads a Sentinel url's whole path as the master's name, so the
+    database goes as an option; counters are read from the master, never a lagging replica."""
+    target = redis_backend(backend)
+    if target is None:
+        return None
+    options: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+    if target.kind == "server":
+        url = target.url
+        return ("redis+unix://" + url[len("unix://"):] if url.startswith("unix://") else url), options
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options["retry"] = Retry(NoBackoff(), 0)  # redis-py 7 retries by default; an outage falls back
+    hosts = ",".join(f"{host}:{port}" for host, port in target.hosts)
+    auth = f":{target.password}@" if target.password else ""
+    if target.kind == "sentinel":
+        options.update(use_replicas=False, db=target.db)
+        return f"redis+sentinel://{auth}{hosts}/{target.master}", options
+    return f"redis+cluster://{auth}{hosts}", options
 
 
 @dataclass(slots=True)
@@ -230,15 +246,15 @@ class RateBudget:
         self.enabled = any(self.rules.values())
         self._local: Storage | None = None
         self._shared: Storage | None = None
-        self._redis_url = redis_storage_uri(config.cache.backend)
+        storage = redis_storage(config.cache.backend)
+        self._redis_url = storage[0] if storage is not None else None
         self._redis_down = False
         self._retry_at = 0.0
         self._state_lock = threading.Lock()
         if self.enabled:
             self._local = counters or SharedCounters()
-            if self._redis_url is not None:
-                shared = storage_from_string(self._redis_url, socket_timeout=REDIS_TIMEOUT,
-                                             socket_connect_timeout=REDIS_TIMEOUT)
+            if storage is not None:
+                shared = storage_from_string(storage[0], **storage[1])
                 assert isinstance(shared, Storage)  # a redis:// url names the synchronous one
                 self._shared = shared
 
