@@ -1,13 +1,16 @@
-"""The comparison page in headless Chromium: each scenario, what the page shows, one screenshot each.
+"""The comparison page in Chromium, Firefox and WebKit: each scenario, what the page shows, one
+screenshot each per engine.
 
 The page runs on its own origin (http://localhost:PORT) against the bridge (http://127.0.0.1:PORT),
 with the real demo upstream behind it, so the browser's CORS enforcement is the real one. Where the
-browser blocks, the console line the page shows (from /explain) must be the one Chromium printed.
+browser blocks, the console lines the page shows (from /explain, for the engine it runs in) must be
+the ones that engine printed, and the other two engines' words are in a table beside them.
 """
 
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,12 @@ import pytest
 
 from bridge import create_app
 from bridge.config import load_config, parse_config
+from bridge.policy.engines import ENGINE_TITLES, PAGE_ERRORS
 from bridge.site.demo import create_demo_app
 from bridge.site.page import SCENARIOS, create_page_app
 from tests.browser_fetch import BLOCKED
+from tests.engines import Engine
+from tests.engines import Page as EnginePage
 from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,37 +121,81 @@ def test_the_table_covers_every_scenario() -> None:
     assert set(EXPECTED) == {s.id for s in SCENARIOS}
 
 
+STATE = """() => ({state: document.body.getAttribute('data-state'),
+  cors: document.querySelector('#cors').getAttribute('data-outcome'),
+  jsonp: document.querySelector('#jsonp').getAttribute('data-outcome'),
+  rows: Object.fromEntries(['cors', 'jsonp'].map(side => [side, Object.fromEntries(
+    Array.from(document.querySelectorAll('#' + side + ' [data-row]')).map(
+      row => [row.getAttribute('data-row'), row.innerText]))])),
+  engine: document.querySelector('#explain-engine').innerText,
+  summary: document.querySelector('#explain-summary').innerText,
+  shown: document.querySelector('#explain-error').hidden ? null
+    : document.querySelector('#explain-error').innerText,
+  others: document.querySelector('#explain-others').hidden ? null : Array.from(
+    document.querySelectorAll('#explain-others tbody tr')).map(row => [row.getAttribute('data-engine'),
+    row.cells[1].innerText, row.cells[2].innerText])})"""
+
+
+def run_in(engine_page: EnginePage, servers: Servers, scenario_id: str) -> dict[str, Any]:
+    """Load the page, press the scenario's button, and return what the page shows once done."""
+    engine_page.goto(servers.page_url + "/")
+    wait_state(engine_page, "ready")
+    engine_page.evaluate(f"() => document.querySelector('[data-scenario={scenario_id}]').click()")
+    return wait_state(engine_page, "done")
+
+
+def wait_state(engine_page: EnginePage, state: str, seconds: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        shown: dict[str, Any] = engine_page.evaluate(STATE)
+        if shown["state"] == state or time.monotonic() > deadline:
+            assert shown["state"] == state, shown
+            return shown
+        time.sleep(0.05)
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("scenario_id", list(EXPECTED))
-def test_scenario(page: Any, servers: Servers, scenario_id: str) -> None:
+def test_scenario(engine: Engine, engine_page: EnginePage, servers: Servers, scenario_id: str) -> None:
+    """Each scenario in Chromium, Firefox and WebKit: the same outcomes, and the page speaking the
+    words of the engine it runs in, each line of which that engine printed."""
     cors, cors_status, jsonp, jsonp_status, preflight = EXPECTED[scenario_id]
-    console = run_scenario(page, servers, scenario_id)
+    shown = run_in(engine_page, servers, scenario_id)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{scenario_id}.png"), full_page=True)
+    # The viewport scrolled to the verdict: the engine's own words and the other two engines'.
+    engine_page.evaluate("() => document.querySelector('#explain').scrollIntoView()")
+    engine_page.screenshot(str(SCREENSHOTS / f"{engine.name}-{scenario_id}.png"))
 
-    assert page.get_attribute("#cors", "data-outcome") == cors
-    assert page.get_attribute("#jsonp", "data-outcome") == jsonp
-    assert side(page, "cors", "status").startswith(cors_status)
-    assert side(page, "jsonp", "status").startswith(jsonp_status)
-    requests_row = side(page, "cors", "requests")
-    assert requests_row.startswith("OPTIONS (preflight)") is preflight
-    summary = page.inner_text("#explain-summary")
-    assert summary.startswith("CORS: allowed" if cors != "blocked" else "CORS: blocked")
-    assert ("after a preflight" in summary) is preflight
-    shown = page.locator("#explain-error")
+    assert (shown["cors"], shown["jsonp"]) == (cors, jsonp)
+    rows = shown["rows"]
+    assert rows["cors"]["status"].startswith(cors_status)
+    assert rows["jsonp"]["status"].startswith(jsonp_status)
+    assert rows["cors"]["requests"].startswith("OPTIONS (preflight)") is preflight
+    assert shown["summary"].startswith("CORS: allowed" if cors != "blocked" else "CORS: blocked")
+    assert ("after a preflight" in shown["summary"]) is preflight
+    assert shown["engine"].startswith(f"Your browser: {ENGINE_TITLES[engine.name]}")
     if cors == "blocked":
-        # The page cannot read the browser's console; it shows /explain's. They must be the same.
-        assert len(console) == 1
-        assert shown.inner_text() == "Console: " + console[0]
-        assert side(page, "cors", "error").startswith("TypeError: Failed to fetch")
+        # The page cannot read the console; it shows /explain's prediction for its own engine,
+        # and the engine printed every line of it.
+        heading = f"Console ({ENGINE_TITLES[engine.name]}): "
+        assert shown["shown"].startswith(heading)
+        lines, caught = shown["shown"][len(heading):].split("\nThe page's code catches: ")
+        assert caught == PAGE_ERRORS[engine.name]
+        for line in lines.split("\n"):
+            engine_page.wait_console(lambda message, line=line: message.text == line, timeout=10)
+        assert rows["cors"]["error"].startswith(PAGE_ERRORS[engine.name])
+        others = {name: (error, text) for name, error, text in shown["others"]}
+        assert set(others) == set(ENGINE_TITLES) - {engine.name}
+        for name, (error, text) in others.items():
+            assert error == PAGE_ERRORS[name] and text  # their words, from /explain
     else:
-        assert console == [] and not shown.is_visible()
+        assert shown["shown"] is None and shown["others"] is None
     if cors == "ok":
-        assert "jsonp-cors-bridge" in side(page, "cors", "cache")  # Cache-Status is exposed
-        assert "cache-status" in side(page, "cors", "headers")
+        assert "jsonp-cors-bridge" in rows["cors"]["cache"]  # Cache-Status is exposed
+        assert "cache-status" in rows["cors"]["headers"]
     if jsonp == "refused":
-        assert side(page, "jsonp", "requests").startswith("none")
-        assert "JSONP can only GET" in side(page, "jsonp", "error")
+        assert rows["jsonp"]["requests"].startswith("none")
+        assert "JSONP can only GET" in rows["jsonp"]["error"]
 
 
 @pytest.mark.browser

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.policy.browser import BrowserRequest, classify
+from bridge.policy.engines import PAGE_ERRORS
 from bridge.policy.fetch import Observed, check_access, check_preflight, safelist_problem, unsafe_header_names
 from bridge.policy.messages import error_reason
 from tests.browser_fetch import BLOCKED, browser_fetch
@@ -255,11 +256,52 @@ def test_explain_refusals(client: FlaskClient, query: str, status: int, code: st
     assert response.get_json()["error"] == code and response.get_json()["message"]
 
 
-def test_explain_is_readable_by_the_configured_origins(client: FlaskClient) -> None:
-    ok = client.get(f"/explain?api=api&origin={ALLOWED}", headers={"Origin": ALLOWED})
-    assert ok.headers["Access-Control-Allow-Origin"] == ALLOWED
-    other = client.get(f"/explain?api=api&origin={ALLOWED}", headers={"Origin": "https://evil.example"})
-    assert "Access-Control-Allow-Origin" not in other.headers
+def test_explain_is_readable_by_any_origin_without_credentials(client: FlaskClient) -> None:
+    """A public, read-only diagnostic: the page on an origin the config does not list is the one
+    that most needs to read why its request failed."""
+    for origin in (ALLOWED, "https://not-configured.example", "null"):
+        answer = client.get(f"/explain?api=api&origin={ALLOWED}", headers={"Origin": origin})
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in answer.headers
+        assert "Set-Cookie" not in answer.headers
+
+
+@pytest.mark.parametrize(("user_agent", "query", "engine"), [
+    pytest.param("", "", "chromium", id="default"),
+    pytest.param("Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0", "",
+                 "firefox", id="firefox-ua"),
+    pytest.param("Mozilla/5.0 (Macintosh; Intel Mac OS X 15_1) AppleWebKit/605.1.15 (KHTML, like "
+                 "Gecko) Version/18.1 Safari/605.1.15", "", "webkit", id="safari-ua"),
+    pytest.param("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                 "Chrome/156.0.0.0 Safari/537.36 Edg/156.0.0.0", "", "chromium", id="edge-ua"),
+    pytest.param("Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0",
+                 "&browser=webkit", "webkit", id="the-query-wins"),
+])
+def test_explain_speaks_the_engine_the_user_agent_names(client: FlaskClient, user_agent: str, query: str,
+                                                        engine: str) -> None:
+    refused = "https://refused.example"
+    body = client.get(f"/explain?api=api&origin={refused}{query}",
+                      headers={"User-Agent": user_agent}).get_json()
+    assert body["browser"] == engine
+    assert body["page_error"] == PAGE_ERRORS[engine]
+    assert body["console"] == "\n".join(body["engines"][engine]["console"])
+    assert set(body["engines"]) == {"chromium", "firefox", "webkit"}
+    assert body["engines"]["firefox"]["console"][0].startswith("Cross-Origin Request Blocked:")
+    assert body["engines"]["webkit"]["console"][0] == (
+        f"Origin {refused} is not allowed by Access-Control-Allow-Origin. Status code: 403")
+
+
+def test_explain_refuses_an_unknown_browser(client: FlaskClient) -> None:
+    answer = client.get(f"/explain?api=api&origin={ALLOWED}&browser=netscape")
+    assert answer.status_code == 400 and "chromium, firefox, webkit" in answer.get_json()["message"]
+
+
+def test_explain_gives_each_engines_preflight_cache(make_app: Callable[..., Flask]) -> None:
+    app = make_app("", "max_age = 7200")
+    body = app.test_client().get(f"/explain?api=api&origin={ALLOWED}&method=PUT").get_json()
+    assert body["preflight"] and body["allowed"]
+    assert {name: view["preflight_cache_seconds"] for name, view in body["engines"].items()} == {
+        "chromium": 7200, "firefox": 7200, "webkit": 600}
 
 
 # --- Chromium is the judge: the same request in the browser, the same words ---

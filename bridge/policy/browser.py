@@ -63,6 +63,7 @@ class Verdict:
     sent: list[Outgoing] = field(default_factory=list)
     status: int | None = None  # what the page can read; None when blocked or up to the upstream
     readable_headers: list[str] = field(default_factory=list)
+    failed_status: int | None = None  # the status of the answer that failed the check, if any
 
 
 def classify(request: BrowserRequest) -> tuple[str, tuple[tuple[str, str], ...], list[Step], bool]:
@@ -119,8 +120,9 @@ def simulate_fetch(request: BrowserRequest, send: Send) -> Verdict:
     verdict = Verdict(allowed=False, preflight=preflight, steps=steps)
     unsafe = unsafe_header_names(headers)
 
-    def fail(failure: CorsFailure) -> Verdict:
+    def fail(failure: CorsFailure, answer: Observed) -> Verdict:
         verdict.failure = failure
+        verdict.failed_status = answer.status
         verdict.browser_error = error_reason(failure)
         verdict.console = console_message(request.url, request.origin, failure)
         return verdict
@@ -138,7 +140,7 @@ def simulate_fetch(request: BrowserRequest, send: Send) -> Verdict:
         if failure is not None:
             steps.append(Step("browser", "request not sent", False,
                               f"the preflight failed, so the {method} itself is never sent"))
-            return fail(failure)
+            return fail(failure, answer)
     outgoing = Outgoing(False, method, (("Origin", request.origin), *headers))
     verdict.sent.append(outgoing)
     answer = send(outgoing)
@@ -147,8 +149,9 @@ def simulate_fetch(request: BrowserRequest, send: Send) -> Verdict:
     if failure is not None:
         steps.append(Step("browser", "CORS check on the response", False,
                           _access_detail(answer, failure) + " The request reached the server; the "
-                          "page gets a TypeError (\"Failed to fetch\") and cannot see the status."))
-        return fail(failure)
+                          "page gets a TypeError (worded by each engine: page_error) and cannot see "
+                          "the status."))
+        return fail(failure, answer)
     verdict.allowed = True
     verdict.status = answer.status
     verdict.readable_headers = readable_headers(answer, request.credentials)

@@ -4,7 +4,8 @@ wire; and an operator's purge of a running bridge's cache.
 ``explain`` reads the bridge's config and prints what ``/explain`` returns, step by step. ``probe`` sends
 a real preflight and a real request to any server (the bridge or another) and runs the browser's checks
 from ``explain.py`` over its real answers: the diagnosis otherwise done by hand with curl and an Origin
-header. Both print Chromium's console message when a browser would block the request. Exit status: 0
+header. Both print the console message a browser prints when it would block the request, in
+Chromium's words or, with ``--browser firefox|webkit``, that engine's. Exit status: 0
 when a browser lets the page read the answer, 1 when it blocks it, 2 for a usage or config mistake, 3
 when the server cannot be reached. The probe sends no cookies (it has none) and follows no redirects.
 ``purge`` posts to a bridge's ``/purge`` with the token from ``BRIDGE_ADMIN_TOKEN`` (or ``--token``)
@@ -26,6 +27,7 @@ import requests
 from ..config import load_or_exit
 from ..policy.browser import BrowserRequest, Outgoing, Send, Verdict, simulate_fetch
 from ..policy.cors import parse_origin
+from ..policy.engines import ENGINE_TITLES, ENGINES, PAGE_ERRORS, console_lines
 from ..policy.fetch import CREDENTIALS_MODES, Observed, Step
 from .explain import explain_bridge, jsonp_verdict
 
@@ -62,6 +64,8 @@ def check_origin(origin: str) -> str:
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--origin", required=True, help="the page's origin, e.g. https://app.example.com")
+    parser.add_argument("--browser", choices=ENGINES, default="chromium",
+                        help="whose words: chromium (default), firefox or webkit")
     parser.add_argument("--method", default="GET", help="the fetch() method (default GET)")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: value'",
                         help="a header the page sets; repeat for more")
@@ -87,7 +91,7 @@ def browser_request(url: str, args: argparse.Namespace) -> BrowserRequest:
 # --- printing ---
 
 
-def render(verdict: Verdict, request: BrowserRequest, out: TextIO) -> None:
+def render(verdict: Verdict, request: BrowserRequest, out: TextIO, browser: str = "chromium") -> None:
     print(f"{request.method} {request.url}", file=out)
     print(f"  from a page at {request.origin}, credentials: {request.credentials}", file=out)
     print(f"  preflight: {'yes' if verdict.preflight else 'no'}", file=out)
@@ -102,9 +106,13 @@ def render(verdict: Verdict, request: BrowserRequest, out: TextIO) -> None:
         readable = ", ".join(verdict.readable_headers) or "only the safelisted ones"
         status = "the upstream's status" if verdict.status is None else str(verdict.status)
         print(f"ALLOWED: the page reads the body, {status}, and headers: {readable}", file=out)
-    else:
-        print("BLOCKED: the page gets TypeError: Failed to fetch, and Chromium prints:", file=out)
-        print(f"  {verdict.console}", file=out)
+    elif verdict.failure is not None:
+        lines = console_lines(browser, request.url, request.origin, verdict.failure,
+                              verdict.failed_status, tuple(name for name, _ in request.headers))
+        print(f"BLOCKED: the page gets {PAGE_ERRORS[browser]}, and {ENGINE_TITLES[browser]} prints:",
+              file=out)
+        for line in lines:
+            print(f"  {line}", file=out)
 
 
 # --- explain: from the config ---
@@ -129,7 +137,7 @@ def run_explain(argv: Sequence[str], out: TextIO) -> int:
     base = (args.bridge or f"http://{config.server.bind}").rstrip("/")
     request = browser_request(f"{base}/cors/{args.api}/{args.path.lstrip('/')}", args)
     verdict = explain_bridge(upstream, request)
-    render(verdict, request, out)
+    render(verdict, request, out, args.browser)
     jsonp = jsonp_verdict(upstream, request.method, bool(request.headers))
     print(f"JSONP ({'works' if jsonp.allowed else 'refused'}): {jsonp.reason}", file=out)
     return ALLOWED if verdict.allowed else BLOCKED
@@ -182,7 +190,7 @@ def run_probe(argv: Sequence[str], out: TextIO) -> int:
     with requests.Session() as session:
         session.trust_env = False  # no proxy variables or .netrc between the probe and the server
         verdict = simulate_fetch(request, http_send(session, args.url, args.timeout))
-    render(verdict, request, out)
+    render(verdict, request, out, args.browser)
     return ALLOWED if verdict.allowed else BLOCKED
 
 

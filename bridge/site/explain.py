@@ -4,7 +4,8 @@
 policy's own functions (``origin_allowed``, ``preflight_verdict``, ``build_grant``, never a copy);
 ``explain_bridge`` plays a browser's fetch over it (``policy/browser.py``). The view parses the query,
 finds the upstream and returns the verdict; it never contacts the upstream. The answer is granted to
-the origins of the ``[cors]`` section (the comparison page among them).
+any origin (``*``, without credentials): it is a public, read-only diagnostic. ``browser=`` (else
+the User-Agent's engine, else chromium) chooses whose console words come first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from ..config import Config, UpstreamConfig
 from ..errors import BadRequest, UnknownApi
 from ..policy.browser import BrowserRequest, Outgoing, Send, Verdict, simulate_fetch
 from ..policy.cors import build_grant, origin_allowed, parse_origin, preflight_verdict
+from ..policy.engines import (
+    ENGINE_TITLES,
+    ENGINES,
+    PAGE_ERRORS,
+    console_lines,
+    engine_of,
+    preflight_cache_seconds,
+)
 from ..policy.fetch import CREDENTIALS_MODES, FORBIDDEN_METHODS, Observed, Step, normalize_method
 from ..policy.headers import TOKEN
 
@@ -100,13 +109,41 @@ def explain_bridge(upstream: UpstreamConfig, request: BrowserRequest) -> Verdict
     return simulate_fetch(request, bridge_send(upstream, request.origin))
 
 
-def verdict_dict(verdict: Verdict) -> dict[str, object]:
+def engine_view(engine: str, verdict: Verdict, request: BrowserRequest,
+                max_age: int) -> dict[str, object]:
+    """What ``engine`` makes of the verdict: its console lines, the error the page's code catches,
+    and how long it keeps the preflight's answer."""
+    lines = [] if verdict.failure is None else console_lines(
+        engine, request.url, request.origin, verdict.failure, verdict.failed_status,
+        tuple(name for name, _ in request.headers))
+    return {
+        "title": ENGINE_TITLES[engine],
+        "console": lines,
+        "page_error": PAGE_ERRORS[engine] if verdict.failure is not None else None,
+        "preflight_cache_seconds": preflight_cache_seconds(engine, max_age)
+        if verdict.preflight and verdict.allowed else None,
+    }
+
+
+def verdict_dict(verdict: Verdict, request: BrowserRequest | None = None, browser: str = "chromium",
+                 max_age: int = 0) -> dict[str, object]:
+    """The verdict as /explain answers it; with the request, every engine's words too, and at the top
+    level ``browser``'s (``console`` is its lines, one per line; ``browser_error`` stays Chromium's
+    reason, the part after "blocked by CORS policy: ")."""
+    engines = {name: engine_view(name, verdict, request, max_age) for name in ENGINES} \
+        if request is not None else {}
+    chosen = engines.get(browser)
+    console = "\n".join(chosen["console"]) if chosen and chosen["console"] else verdict.console  # type: ignore[arg-type]
     return {
         "allowed": verdict.allowed,
         "preflight": verdict.preflight,
         "steps": [s.as_dict() for s in verdict.steps],
+        "browser": browser,
         "browser_error": verdict.browser_error,
-        "console": verdict.console,
+        "console": console,
+        "page_error": chosen["page_error"] if chosen else None,
+        "preflight_cache_seconds": chosen["preflight_cache_seconds"] if chosen else None,
+        "engines": engines,
         "cors_error": verdict.failure.error if verdict.failure else None,
         "requests": [{"method": o.method, "preflight": o.preflight,
                       "headers": [list(h) for h in o.headers]} for o in verdict.sent],
@@ -170,8 +207,12 @@ def explain_view() -> Response:
     upstream = config.upstreams.get(api)
     if upstream is None:
         raise UnknownApi(f"no api named {api!r}; GET /apis lists them")
+    browser = request.args.get("browser") or engine_of(request.headers.get("User-Agent")) or "chromium"
+    if browser not in ENGINES:
+        raise BadRequest(f"browser must be one of {', '.join(ENGINES)} (default: the one your "
+                         "User-Agent names, else chromium)")
     verdict = explain_bridge(upstream, browser_request)
-    body = verdict_dict(verdict)
+    body = verdict_dict(verdict, browser_request, browser, upstream.cors.max_age)
     body["jsonp"] = jsonp_verdict(upstream, browser_request.method,
                                   bool(browser_request.headers)).as_dict()
     return jsonify(body)
@@ -179,11 +220,8 @@ def explain_view() -> Response:
 
 @explain.after_request
 def grant_explain(response: Response) -> Response:
-    """The page on another origin reads /explain too: grant it to the [cors] section's origins."""
-    config: Config = current_app.extensions["bridge.config"]
-    origin = request.headers.get("Origin")
-    response.vary.add("Origin")
-    if origin is not None and origin_allowed(config.cors, origin):
-        for name, value in build_grant(config.cors, origin):
-            response.headers[name] = value
+    """Any page reads /explain: it is a public, read-only diagnostic (it says what the config
+    grants, which the grants themselves say to anyone who asks), and a page on an origin the config
+    does not list is the one that most needs to be told why. ``*``, never with credentials."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
     return response

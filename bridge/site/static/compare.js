@@ -225,8 +225,13 @@
     summary.textContent = (explain.allowed ? 'CORS: allowed' : 'CORS: blocked by the browser') +
       (explain.preflight ? ', after a preflight' : ', no preflight') +
       '. JSONP: ' + (explain.jsonp.allowed ? 'served' : 'refused') + ' — ' + explain.jsonp.reason + '.';
+    var own = explain.engines && explain.engines[explain.browser];
+    byId('explain-engine').textContent = own ? 'Your browser: ' + own.title +
+      ' (its words below; /explain read them from your User-Agent).' : '';
     errorLine.hidden = !explain.console;
-    errorLine.textContent = explain.console ? 'Console: ' + explain.console : '';
+    errorLine.textContent = explain.console ? 'Console (' + (own ? own.title : explain.browser) + '): ' +
+      explain.console + (explain.page_error ? '\nThe page\'s code catches: ' + explain.page_error : '') : '';
+    showOthers(explain);
     explain.steps.forEach(function (step) {
       var mark = step.ok === true ? '✓' : step.ok === false ? '✗' : '→';
       var item = el('li', { 'class': step.ok === false ? 'mark-bad' : 'mark-ok' }, [
@@ -235,6 +240,22 @@
         el('span', { 'class': 'detail', text: step.detail })
       ]);
       steps.appendChild(item);
+    });
+  }
+
+  function showOthers(explain) {
+    var table = byId('explain-others');
+    var body = table.querySelector('tbody');
+    body.textContent = '';
+    var names = Object.keys(explain.engines || {}).filter(function (name) { return name !== explain.browser; });
+    table.hidden = explain.allowed || names.length === 0;
+    names.forEach(function (name) {
+      var view = explain.engines[name];
+      body.appendChild(el('tr', { 'data-engine': name }, [
+        el('th', { text: view.title }),
+        el('td', { text: view.page_error || '(nothing: the page reads the answer)' }),
+        el('td', { 'class': 'console-lines', text: view.console.join('\n') })
+      ]));
     });
   }
 
