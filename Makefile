@@ -5,6 +5,8 @@ DEMO_BIND   ?= 127.0.0.1:8001
 PAGE_BIND   ?= 127.0.0.1:8002
 # Not exported: `make test` would hand its own value down to the `make run` a test starts.
 DEMO_URL := http://$(DEMO_BIND)/
+# The comparison page's origins, wherever PAGE_BIND puts it: wsgi.ini's [cors] allow_origins reads them.
+PAGE_ORIGINS := http://$(PAGE_BIND) http://localhost:$(lastword $(subst :, ,$(PAGE_BIND)))
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -38,9 +40,10 @@ $(NODE_STAMP): legacy_client/package.json legacy_client/package-lock.json
 	touch $(NODE_STAMP)
 
 run: install
-	@DEMO_URL=$(DEMO_URL) $(BIN)/python app.py --config wsgi.ini --check
+	@DEMO_URL=$(DEMO_URL) PAGE_ORIGINS="$(PAGE_ORIGINS)" $(BIN)/python app.py --config wsgi.ini --check
 	@$(BIN)/python -m bridge.site.demo --bind $(DEMO_BIND) & demo=$$!; \
-	DEMO_URL=$(DEMO_URL) $(BIN)/python -m bridge.site.page --config wsgi.ini --bind $(PAGE_BIND) \
+	DEMO_URL=$(DEMO_URL) PAGE_ORIGINS="$(PAGE_ORIGINS)" $(BIN)/python -m bridge.site.page \
+		--config wsgi.ini --bind $(PAGE_BIND) \
 		--bridge http://$(BRIDGE_BIND) & page=$$!; \
 	trap 'kill $$demo $$page 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m bridge.site.demo --bind $(DEMO_BIND) --wait 60 || exit 1; \
@@ -49,7 +52,8 @@ run: install
 	echo "  demo upstream: $(DEMO_URL)"; \
 	echo "  compare page:  http://$(PAGE_BIND)/   (CORS and JSONP side by side, on another origin)"; \
 	echo ""; \
-	DEMO_URL=$(DEMO_URL) $(BIN)/python app.py --config wsgi.ini --bind $(BRIDGE_BIND)
+	DEMO_URL=$(DEMO_URL) PAGE_ORIGINS="$(PAGE_ORIGINS)" $(BIN)/python app.py --config wsgi.ini \
+		--bind $(BRIDGE_BIND)
 
 lint: install
 	$(BIN)/ruff check .

@@ -98,10 +98,11 @@ def test_gunicorn_app_app_reads_bridge_config(ini: Path, upstream: UpstreamServe
 
 
 def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
-    """As a new user would: `make run`, then curl the demo through /cors/demo/."""
-    bridge, demo = free_port(), free_port()
+    """As a new user would: `make run` (on ports of its own: all three move), then curl the demo
+    through /cors/demo/, and the comparison page's origin is granted wherever it runs."""
+    bridge, demo, page = free_port(), free_port(), free_port()
     process = start(["make", "--no-print-directory", "run", f"BRIDGE_BIND=127.0.0.1:{bridge}",
-                     f"DEMO_BIND=127.0.0.1:{demo}"], tmp_path / "out.log")
+                     f"DEMO_BIND=127.0.0.1:{demo}", f"PAGE_BIND=127.0.0.1:{page}"], tmp_path / "out.log")
     try:
         wait_ready(f"http://127.0.0.1:{bridge}/healthz", process, seconds=120)
         response = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/", timeout=10)
@@ -109,6 +110,14 @@ def test_new_user_make_run_serves_the_demo(tmp_path: Path) -> None:
         assert response.json()["name"] == "demo"
         whoami = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/whoami", timeout=10).json()
         assert whoami["api_key_present"] is True  # the bridge's server-side header arrived
+        wait_ready(f"http://127.0.0.1:{page}/", process)
+        for origin in (f"http://127.0.0.1:{page}", f"http://localhost:{page}"):
+            granted = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/", headers={"Origin": origin},
+                                   timeout=10)
+            assert granted.headers.get("Access-Control-Allow-Origin") == origin
+        other = requests.get(f"http://127.0.0.1:{bridge}/cors/demo/",
+                             headers={"Origin": "http://127.0.0.1:8002"}, timeout=10)
+        assert other.status_code == 403  # the default page port is not granted when the page moved
     finally:
         stop(process)
 

@@ -30,6 +30,10 @@ from .gateway import Answer
 # Upstream answer headers worth passing on to a JSONP script; the rest describe the JSON, not it.
 JSONP_PASSED_HEADERS = frozenset({"cache-control", "expires", "last-modified", "cache-status"})
 JSONP_CONTENT_TYPE = "text/javascript; charset=utf-8"  # RFC 9239
+# A JSONP answer is public data by design, loaded by <script> from any page: one that is
+# cross-origin isolated (COEP require-corp) loads it only with this.
+JSONP_SCRIPT_HEADERS = (("Content-Type", JSONP_CONTENT_TYPE), ("X-Content-Type-Options", "nosniff"),
+                        ("Cross-Origin-Resource-Policy", "cross-origin"))
 PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 # Stated per answer, never taken from a stored one: the cache's Age replaces the upstream's (RFC 9111
 # section 5.1: one Age), and the request id is this request's (an upstream may echo another's).
@@ -151,7 +155,7 @@ def preflight_error(error: BridgeError) -> Reply:
 
 def jsonp_static_headers(response: UpstreamResponse) -> list[tuple[str, str]]:
     headers = [(k, v) for k, v in response.headers if k.lower() in JSONP_PASSED_HEADERS]
-    headers += [("Content-Type", JSONP_CONTENT_TYPE), ("X-Content-Type-Options", "nosniff")]
+    headers += JSONP_SCRIPT_HEADERS
     return headers
 
 
@@ -191,8 +195,7 @@ def jsonp_error(error: BridgeError, params: jsonp_policy.JsonpParams | None) -> 
     inside = {name.lower(): value for name, value in error.headers}
     inside["content-type"] = "application/json"
     script = jsonp_policy.script(params.callback, jsonp_policy.envelope(error.status, inside, data))
-    headers = [("Content-Type", JSONP_CONTENT_TYPE), ("X-Content-Type-Options", "nosniff"),
-               ("Cache-Control", "no-store")]
+    headers = [*JSONP_SCRIPT_HEADERS, ("Cache-Control", "no-store")]
     return Reply(200, headers, script, error.code)
 
 
