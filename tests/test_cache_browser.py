@@ -1,4 +1,5 @@
-"""Chromium: a page's fetch and a JSONP script tag for one resource are one upstream request."""
+"""Chromium, Firefox and WebKit: a page's fetch and a JSONP script tag for one resource are one
+upstream request."""
 
 import pytest
 
@@ -8,9 +9,10 @@ from tests.upstream_server import Reply, UpstreamServer
 pytestmark = pytest.mark.browser
 
 
-def test_fetch_then_script_tag_share_one_entry(page, page_origin: str,  # type: ignore[no-untyped-def]
+def test_fetch_then_script_tag_share_one_entry(engine_page, page_origin: str,  # type: ignore[no-untyped-def]
                                                live_bridge: LiveServer,
                                                upstream: UpstreamServer) -> None:
+    page = engine_page
     upstream.route("/shared", Reply(200, {"shared": [1, 2]}, headers={"ETag": '"s1"'}))
     page.goto(page_origin + "/")
     fetched = page.evaluate("""async url => {

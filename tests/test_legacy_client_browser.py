@@ -1,14 +1,18 @@
-"""legacy-client.js in headless Chromium, loaded from the live bridge into a page on another origin.
+"""legacy-client.js in Chromium, Firefox and WebKit, loaded from the live bridge into a page on
+another origin: every test runs in each engine (``page`` is the engine's page here).
 
 Old browsers are simulated with init scripts that run before any page script: ``NO_CORS`` takes away
 XMLHttpRequest level 2 (its ``withCredentials``) and ``fetch``, as in IE6-7; ``XDR_SHIM`` does the
 same and adds a stand-in ``XDomainRequest`` built on a real XHR with IE8/9's surface and limits, to
 prove the library's XDR path logic (the real one only exists in IE, which this machine cannot run).
+What the page requested from the bridge is recorded by the bridge's server (not by a browser's
+network events, which only Playwright has), and the page's uncaught errors by an init script.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bridge.policy.jsonp import callback_problem
+from tests.engines import Page
 from tests.live import LiveServer
 from tests.upstream_server import Reply, UpstreamServer
 
@@ -27,6 +32,76 @@ def app(make_app: Any) -> Any:
     return make_app(extra="[cache]\nttl = 0\n")
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def page(engine_page: Page) -> Page:
+    """This module's tests run in every engine: the engine's page, not Playwright's."""
+    return engine_page
+
+
+class _Recorder:
+    """The bridge's WSGI app, noting the url of every request but preflights (as a browser's
+    network log would list them)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.base = ""
+        self.urls: list[str] = []
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] != "OPTIONS":
+            target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or environ["PATH_INFO"]
+            self.urls.append(self.base + target)
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def live_bridge(app: Any) -> Any:
+    recorder = _Recorder(app)
+    server = LiveServer(recorder).start()
+    recorder.base = server.url
+    server.recorder = recorder  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+# Uncaught errors and unhandled rejections of the page's own scripts (a script tag that fails to
+# load fires its own error event, which does not reach window's).
+ERRORS = """(() => {
+  window.__pageErrors = [];
+  window.addEventListener('error', e => { if (e.error !== undefined || e.message) {
+    window.__pageErrors.push(String(e.message)); } });
+  window.addEventListener('unhandledrejection', e => window.__pageErrors.push('unhandled: ' + e.reason));
+})();"""
+
+LOAD_LIBRARY = """url => new Promise((resolve, reject) => {
+  const script = document.createElement('script');
+  script.src = url;
+  script.onload = () => resolve(true);
+  script.onerror = () => reject(new Error('legacy-client.js did not load'));
+  document.head.appendChild(script);
+})"""
+
+
+class Seen:
+    """``seen["bridge"]``: the urls requested from the bridge; ``seen["errors"]``: the page's errors."""
+
+    def __init__(self, page: Page, bridge: LiveServer) -> None:
+        self.page = page
+        self.bridge = bridge
+
+    def __getitem__(self, key: str) -> list:
+        if key == "bridge":
+            return self.bridge.recorder.urls  # type: ignore[attr-defined]
+        return list(self.page.evaluate("window.__pageErrors"))
+
+
+def wait_until(page: Page, expression: str, arg: Any = None, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"{expression} within {seconds}s"
+        time.sleep(0.05)
 
 # Runs requests one after another in the page; returns [{err, res}] as plain data.
 RUN = """async ([base, calls]) => {
@@ -87,24 +162,19 @@ XDR_SHIM = """(() => {
 })();"""
 
 
-def open_page(page: Any, page_origin: str, bridge: LiveServer, init: str | None = None) -> dict[str, list]:
+def open_page(page: Page, page_origin: str, bridge: LiveServer, init: str | None = None) -> Seen:
     """Load a blank page on the page origin, then the library by a script tag from the bridge.
 
-    Returns the lists that fill as the page runs: page errors and the URLs requested from the bridge.
+    Returns what fills as the page runs: page errors and the URLs requested from the bridge.
     """
-    seen: dict[str, list] = {"errors": [], "bridge": []}
-    page.on("pageerror", lambda error: seen["errors"].append(str(error)))
-    page.on("request", lambda request: seen["bridge"].append(request.url)
-            if request.url.startswith(bridge.url) else None)
-    if init:
-        page.add_init_script(init)
+    page.add_init_script(ERRORS + "\n" + (init or ""))
     page.goto(page_origin + "/")
-    page.add_script_tag(url=bridge.url + "/legacy-client.js")
+    page.evaluate(LOAD_LIBRARY, bridge.url + "/legacy-client.js")
     assert page.evaluate("typeof LegacyBridge.create") == "function"
-    return seen
+    return Seen(page, bridge)
 
 
-def run(page: Any, bridge: LiveServer, *calls: dict) -> list[dict]:
+def run(page: Page, bridge: LiveServer, *calls: dict) -> list[dict]:
     return page.evaluate(RUN, [bridge.url, list(calls)])
 
 
@@ -132,7 +202,7 @@ SAME_ANSWER_CASES = [
 
 
 @pytest.mark.parametrize(("path", "reply", "params"), SAME_ANSWER_CASES)
-def test_same_status_and_data_over_cors_and_jsonp(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_same_status_and_data_over_cors_and_jsonp(page: Page, page_origin: str, live_bridge: LiveServer,
                                                   upstream: UpstreamServer, path: str, reply: Reply,
                                                   params: dict) -> None:
     upstream.route(path, reply)
@@ -163,7 +233,7 @@ def test_same_status_and_data_over_cors_and_jsonp(page: Any, page_origin: str, l
     assert seen["errors"] == []
 
 
-def test_bridge_errors_carry_status_on_cors_and_jsonp(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_bridge_errors_carry_status_on_cors_and_jsonp(page: Page, page_origin: str, live_bridge: LiveServer,
                                                       upstream: UpstreamServer) -> None:
     open_page(page, page_origin, live_bridge)
     calls = [{"request": {"api": api, "path": "x", "transport": transport}}
@@ -180,7 +250,7 @@ def test_bridge_errors_carry_status_on_cors_and_jsonp(page: Any, page_origin: st
 
 
 def test_non_json_answer_is_a_parse_error_over_cors_and_a_502_over_jsonp(
-        page: Any, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
+        page: Page, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
     upstream.route("/text", Reply(200, "plain words", headers={"Content-Type": "text/plain"}))
     open_page(page, page_origin, live_bridge)
     cors, jsonp = run(page, live_bridge, {"request": {"api": "api", "path": "text", "transport": "cors"}},
@@ -192,7 +262,7 @@ def test_non_json_answer_is_a_parse_error_over_cors_and_a_502_over_jsonp(
 # --- 'auto' and old browsers ---
 
 
-def test_auto_uses_cors_where_the_browser_has_it(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_auto_uses_cors_where_the_browser_has_it(page: Page, page_origin: str, live_bridge: LiveServer,
                                                  upstream: UpstreamServer) -> None:
     seen = open_page(page, page_origin, live_bridge)
     assert page.evaluate("LegacyBridge.create({base: 'x'}).detect()") == "cors"
@@ -202,7 +272,7 @@ def test_auto_uses_cors_where_the_browser_has_it(page: Any, page_origin: str, li
     assert [url for url in seen["bridge"] if "/cors/" in url] == [live_bridge.url + "/cors/api/"]
 
 
-def test_auto_picks_jsonp_without_cors(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_auto_picks_jsonp_without_cors(page: Page, page_origin: str, live_bridge: LiveServer,
                                        upstream: UpstreamServer) -> None:
     upstream.route("/things", Reply(200, {"things": [1, 2]}))
     seen = open_page(page, page_origin, live_bridge, NO_CORS)
@@ -221,7 +291,7 @@ def test_auto_picks_jsonp_without_cors(page: Any, page_origin: str, live_bridge:
     assert seen["errors"] == []
 
 
-def test_xdomainrequest_path(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_xdomainrequest_path(page: Page, page_origin: str, live_bridge: LiveServer,
                              upstream: UpstreamServer) -> None:
     upstream.route("/ok", Reply(200, {"via": "xdr"}))
     upstream.route("/missing", Reply(404, {"error": "gone"}))
@@ -258,7 +328,7 @@ def test_xdomainrequest_path(page: Any, page_origin: str, live_bridge: LiveServe
     assert seen["errors"] == []
 
 
-def test_forced_xdr_refuses_another_scheme(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_forced_xdr_refuses_another_scheme(page: Page, page_origin: str, live_bridge: LiveServer,
                                            upstream: UpstreamServer) -> None:
     seen = open_page(page, page_origin, live_bridge, XDR_SHIM)
     https_base = live_bridge.url.replace("http://", "https://")
@@ -288,7 +358,7 @@ REFUSED_BEFORE_THE_NETWORK = [
 
 
 @pytest.mark.parametrize(("request_options", "message"), REFUSED_BEFORE_THE_NETWORK)
-def test_refused_before_the_network(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_refused_before_the_network(page: Page, page_origin: str, live_bridge: LiveServer,
                                     upstream: UpstreamServer, request_options: dict, message: str) -> None:
     seen = open_page(page, page_origin, live_bridge)
     before = list(seen["bridge"])
@@ -303,7 +373,7 @@ def test_refused_before_the_network(page: Any, page_origin: str, live_bridge: Li
     assert upstream.count() == 1
 
 
-def test_refusal_is_asynchronous(page: Any, page_origin: str, live_bridge: LiveServer) -> None:
+def test_refusal_is_asynchronous(page: Page, page_origin: str, live_bridge: LiveServer) -> None:
     open_page(page, page_origin, live_bridge)
     order = page.evaluate("""base => new Promise(resolve => {
         const order = [];
@@ -318,11 +388,10 @@ def test_refusal_is_asynchronous(page: Any, page_origin: str, live_bridge: LiveS
 
 
 def test_jsonp_timeout_cleans_up_and_a_late_answer_does_not_throw(
-        page: Any, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
+        page: Page, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
     upstream.route("/slow", Reply(200, {"late": True}, delay=0.8))
     seen = open_page(page, page_origin, live_bridge)
-    with page.expect_response(lambda response: "/jsonp/api/slow" in response.url, timeout=15000):
-        state = page.evaluate("""base => new Promise(resolve => {
+    state = page.evaluate("""base => new Promise(resolve => {
             window.__calls = 0;
             LegacyBridge.create({base: base, timeout: 150}).request(
                 {api: 'api', path: 'slow', transport: 'jsonp'}, function (err, res) {
@@ -339,12 +408,13 @@ def test_jsonp_timeout_cleans_up_and_a_late_answer_does_not_throw(
     assert len(state["handlers"]) == 1 and "settle" not in state["handlers"][0]
     (name,) = callback_names(seen["bridge"])
     # The late answer arrives, runs the no-op, and the global goes with it; nothing throws.
-    page.wait_for_function("name => !(name in window)", arg=name, timeout=15000)
+    wait_until(page, "name => !(name in window)", name)
     assert page.evaluate("window.__calls") == 1
     assert seen["errors"] == []
 
 
-def test_cors_timeout(page: Any, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
+def test_cors_timeout(page: Page, page_origin: str, live_bridge: LiveServer,
+                     upstream: UpstreamServer) -> None:
     upstream.route("/slow", Reply(200, {"late": True}, delay=0.8))
     open_page(page, page_origin, live_bridge)
     (outcome,) = run(page, live_bridge, {"client": {"timeout": 150},
@@ -353,7 +423,7 @@ def test_cors_timeout(page: Any, page_origin: str, live_bridge: LiveServer, upst
     assert outcome["err"]["status"] == 0 and outcome["res"] is None
 
 
-def test_unreachable_bridge_is_a_network_error(page: Any, page_origin: str, live_bridge: LiveServer) -> None:
+def test_unreachable_bridge_is_a_network_error(page: Page, page_origin: str, live_bridge: LiveServer) -> None:
     seen = open_page(page, page_origin, live_bridge)
     dead = f"http://127.0.0.1:{closed_port()}"
     outcomes = page.evaluate(RUN, [dead, [{"request": {"api": "api", "transport": "jsonp"}},
@@ -369,7 +439,8 @@ def test_unreachable_bridge_is_a_network_error(page: Any, page_origin: str, live
 # --- the API's other forms ---
 
 
-def test_promise_form_get_shorthand_and_concurrent_jsonp(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_promise_form_get_shorthand_and_concurrent_jsonp(page: Page, page_origin: str,
+                                                        live_bridge: LiveServer,
                                                         upstream: UpstreamServer) -> None:
     for n in range(3):
         upstream.route(f"/n/{n}", Reply(200, {"n": n}))
@@ -389,7 +460,7 @@ def test_promise_form_get_shorthand_and_concurrent_jsonp(page: Any, page_origin:
     assert seen["errors"] == []
 
 
-def test_without_native_json_or_promise(page: Any, page_origin: str, live_bridge: LiveServer,
+def test_without_native_json_or_promise(page: Page, page_origin: str, live_bridge: LiveServer,
                                         upstream: UpstreamServer) -> None:
     """IE6/7 have neither window.JSON nor Promise: the fallback reader and writer carry the data."""
     upstream.route("/echo", lambda seen: Reply(200, {"got": seen.body.decode(),
@@ -412,28 +483,32 @@ def test_without_native_json_or_promise(page: Any, page_origin: str, live_bridge
     assert seen["errors"] == []
 
 
-def test_example_page(page: Any, page_origin: str, live_bridge: LiveServer, upstream: UpstreamServer) -> None:
-    """example.html on the page origin, with its bridge address pointed at the live bridge.
-
-    Written into the real page (not fulfilled by a route) so it keeps the page origin's loopback
-    address space, which Chromium requires before it lets a page load scripts from loopback."""
+def test_example_page(page: Page, page_origin: str, live_bridge: LiveServer,
+                      upstream: UpstreamServer) -> None:
+    """example.html with its bridge address pointed at the live bridge, driven as a person would:
+    choose a transport, press Run."""
     upstream.route("/items", Reply(200, {"items": ["a", "b"]}))
     html = (Path(__file__).resolve().parent.parent / "legacy_client" / "example.html").read_text("utf-8")
     html = html.replace("http://127.0.0.1:8000", live_bridge.url).replace('value="demo"', 'value="api"')
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # Written into a page of the page origin (as Playwright's set_content does), so the origin is
+    # one the bridge grants and, for Chromium, the loopback address space it needs.
+    page.add_init_script(ERRORS)
     page.goto(page_origin + "/")
-    page.set_content(html)
-    assert "'auto' uses cors" in page.inner_text("#detected"), (page.inner_text("#output"), errors)
+    page.evaluate("html => { document.open(); document.write(html); document.close(); }", html)
+    text = "id => (document.getElementById(id) || {}).innerText || ''"  # null until parsed
+    wait_until(page, "() => document.readyState === 'complete' && "
+                     "(document.getElementById('detected') || {innerText: ''}).innerText.indexOf('uses') > 0")
+    assert "'auto' uses cors" in page.evaluate(text, "detected"), page.evaluate(text, "output")
     for transport in ("cors", "jsonp"):
-        page.select_option("#transport", transport)
-        page.click("#run")
-        page.wait_for_function("t => document.getElementById('output').innerText.indexOf(' over ' + t) > 0",
-                               arg=transport)
-        assert page.inner_text("#output").startswith(f"HTTP 200 over {transport}\n")
-        assert 'data: {"items":["a","b"]}' in page.inner_text("#output")
-    page.fill("#path", "nothing")
-    page.click("#run")
-    page.wait_for_selector("#output.error")
-    assert page.inner_text("#output").startswith("error http (HTTP 404) over jsonp")
-    assert errors == []
+        page.evaluate("t => { document.getElementById('transport').value = t; "
+                      "document.getElementById('run').click(); }", transport)
+        wait_until(page, "t => document.getElementById('output').innerText.indexOf(' over ' + t) > 0",
+                   transport)
+        assert page.evaluate(text, "output").startswith(f"HTTP 200 over {transport}\n")
+        assert 'data: {"items":["a","b"]}' in page.evaluate(text, "output")
+    page.evaluate("() => { document.getElementById('path').value = 'nothing'; "
+                  "document.getElementById('run').click(); }")
+    wait_until(page, "() => document.getElementById('output').className.indexOf('error') >= 0")
+    assert page.evaluate(text, "output").startswith("error http (HTTP 404) over jsonp")
+    assert page.evaluate("window.__pageErrors") == []

@@ -198,10 +198,12 @@ def test_a_bad_rate_fails_start_up_with_one_line(section: str, value: str) -> No
 
 
 @pytest.mark.browser
-def test_a_page_reads_the_429_and_its_retry_after(page, page_origin: str,  # type: ignore[no-untyped-def]
+def test_a_page_reads_the_429_and_its_retry_after(engine_page, page_origin: str,  # type: ignore[no-untyped-def]
                                                   make_app: Callable[..., Flask]) -> None:
+    """In Chromium, Firefox and WebKit: the refusal carries the grant, so the page reads it."""
     from tests.live import LiveServer
 
+    page = engine_page
     server = LiveServer(make_app(LIMIT3)).start()
     try:
         page.goto(page_origin + "/")

@@ -279,11 +279,17 @@ class FirefoxPage(Page):
         self._engine.command("browser.removeUserContext", {"userContext": self._user_context})
 
 
-def python_value(remote: dict[str, Any]) -> Any:
+def python_value(remote: dict[str, Any], shared: dict[str, Any] | None = None) -> Any:
     """A BiDi remote value as Python data. Numbers BiDi cannot put in JSON (NaN, -0, Infinity) are
-    floats; values that are not data (nodes, functions, maps) stay BiDi's own description."""
+    floats; values that are not data (nodes, functions, maps) stay BiDi's own description. An object
+    the value holds twice is serialized once with an ``internalId`` and then by that id alone: it
+    comes back as the same data both times (as Playwright's by-value copy gives it)."""
+    shared = {} if shared is None else shared
     kind: str = remote["type"]
     value: Any = remote.get("value")
+    internal = remote.get("internalId")
+    if internal is not None and "value" not in remote and internal in shared:
+        return shared[internal]
     if kind in ("undefined", "null"):
         return None
     if kind == "number":
@@ -292,8 +298,11 @@ def python_value(remote: dict[str, Any]) -> Any:
         return value
     if kind == "bigint":
         return int(value)
+    result: Any = remote
     if kind == "array":
-        return [python_value(item) for item in value]
-    if kind == "object":
-        return {key: python_value(item) for key, item in value}
-    return remote
+        result = [python_value(item, shared) for item in value]
+    elif kind == "object":
+        result = {key: python_value(item, shared) for key, item in value}
+    if internal is not None:
+        shared[internal] = result
+    return result
