@@ -10,6 +10,7 @@ every call is a miss and the profile says so.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from bench.floor import create_floor_app, create_raw_floor  # noqa: E402
-from bench.run import ORIGIN, payload  # noqa: E402
+from bench.run import ORIGIN, payload, shipped_ini  # noqa: E402
 from bridge import create_app  # noqa: E402
 from bridge.config import parse_config  # noqa: E402
 
@@ -70,6 +71,14 @@ def per_request(app, path: str, n: int) -> float:  # type: ignore[no-untyped-def
     return (time.perf_counter() - started) / n * 1e6
 
 
+def first_status(app, path: str) -> str:  # type: ignore[no-untyped-def]
+    environ = EnvironBuilder(path=path, headers={"Origin": ORIGIN}).get_environ()
+    seen: list[str] = []
+    for _chunk in app(environ, lambda status, headers: seen.append(status)):
+        pass
+    return seen[0]
+
+
 def road_in_flask(app):  # type: ignore[no-untyped-def]
     """The road as the view of a Flask route: Flask's dispatch (request context, routing, hooks,
     ``Response``) in front of the same pipeline."""
@@ -103,15 +112,18 @@ def main() -> None:
     from pyinstrument import Profiler
 
     url = args.upstream or serve_payload()
-    ini = (ROOT / "wsgi.ini").read_text().split("[upstream:")[0]
-    if not os.environ.get("PROFILE_KEEP_LIMITS"):
-        ini = ini.replace("per_client = 600/minute", "per_client =")
-    elif os.environ.get("PROFILE_KEEP_LIMITS") == "high":  # a limit that is never reached: its cost alone
-        ini = ini.replace("per_client = 600/minute", "per_client = 100000000/minute")
-    ini += f"\n[upstream:hit]\nurl = {url}\nallow_private = true\n"
-    ini += f"\n[upstream:miss]\nurl = {url}\nallow_private = true\nttl = 0\n"
-    ini = ini.replace("allow_origins = http://127.0.0.1:8002 http://localhost:8002",
-                      f"allow_origins = {ORIGIN}")
+    # The shipped sections, as make bench reads them (bench/run.py's shipped_ini), the bench origin
+    # allowed, and the two upstreams.
+    shipped = shipped_ini()
+    shipped["cors"]["allow_origins"] = ORIGIN
+    keep = os.environ.get("PROFILE_KEEP_LIMITS")
+    shipped["limits"]["per_client"] = "" if not keep else (
+        "100000000/minute" if keep == "high" else shipped["limits"].get("per_client", ""))
+    shipped["upstream:hit"] = {"url": url, "allow_private": "true"}
+    shipped["upstream:miss"] = {"url": url, "allow_private": "true", "ttl": "0"}
+    text = io.StringIO()
+    shipped.write(text)
+    ini = text.getvalue()
     app = create_app(parse_config(ini, source="profile.ini", env={}))
     if args.in_flask:
         app = road_in_flask(app)
@@ -123,6 +135,9 @@ def main() -> None:
     raw = create_raw_floor(payload())
     per_request(app, args.path, 100)
     per_request(floor, "/jsonp", 100)
+    status = first_status(app, args.path)
+    if status != "200 OK":  # a refusal would be timed instead of a hit
+        raise SystemExit(f"profile_hit: {args.path} answered {status}, not a 200 hit")
     if args.timing_only:  # the best of several runs: the machine is shared, noise only adds time
         bridge_best = min(per_request(app, args.path, args.n) for _ in range(5))
         floor_best = min(per_request(floor, "/jsonp", args.n) for _ in range(5))
