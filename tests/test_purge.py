@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from bridge.cache import Scope
-from bridge.cache.purge import PurgeLog
+from bridge.cache.purge import InvalidationTable, PurgeLog
 from bridge.site.cli import main as cli_main
 from tests.conftest import config_text
 from tests.forking import in_forked_child
@@ -229,6 +229,32 @@ def test_a_location_outside_the_base_is_not_followed(make_bridge: Callable[..., 
     assert bridge.client.post("/cors/api/items", json={}).status_code == 200
 
 
+def test_a_flood_of_invalidations_leaves_other_urls_alone(make_bridge: Callable[..., Bridge],
+                                                          upstream: UpstreamServer) -> None:
+    """However many unsafe requests one client sends, only their url is invalidated: the purge log's
+    overflow (drop everything) is for an operator's purges, never reached by clients."""
+    bridge = make_bridge()
+    upstream.route("/items", versioned())
+    upstream.route("/other", versioned())
+    assert version(bridge, "/cors/api/other") == 1
+    for _ in range(300):
+        assert bridge.client.post("/cors/api/items", json={}).status_code == 200
+    assert version(bridge, "/cors/api/other") == 1 and upstream.count("/other") == 1
+    if bridge.cache.purge_log is not None:
+        assert bridge.cache.purge_log.head() == 0  # nothing went through the log
+
+
+def test_the_invalidation_table_across_processes() -> None:
+    table = InvalidationTable(slots=64)
+    address = ("api", "items", "q=1")
+    assert table.invalidated_at(address) == 0.0
+    in_forked_child(lambda: (table.mark(address, 5.0), b"")[1])
+    assert table.invalidated_at(address) == 5.0  # a worker's mark is seen by the others
+    table.mark(address, 3.0)
+    assert table.invalidated_at(address) == 5.0  # never moved back
+    assert table.invalidated_at(("api", "items", "q=2")) in (0.0, 5.0)  # another slot, or a shared one
+
+
 # --- the purge log across processes ---
 
 
@@ -302,29 +328,29 @@ def gunicorn_set(tmp_path: Path, upstream: UpstreamServer, page_origin: str,
         assert TOKEN not in (tmp_path / "gunicorn.log").read_text()
 
 
+def versions_seen(urls: list[str], path: str, count: int) -> tuple[set[int], set[str]]:
+    """The versions served and the processes serving them (X-Request-ID starts with a prefix of
+    the worker's own), over concurrent requests on new connections."""
+    seen: list[tuple[int, str]] = []
+
+    def one(index: int) -> None:
+        response = requests.get(urls[index % len(urls)] + path, timeout=10)
+        seen.append((response.json()["v"], response.headers["X-Request-ID"][:16]))
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {v for v, _ in seen}, {worker for _, worker in seen}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("gunicorn_set", ["memory", "redis"], indirect=True)
 def test_a_purge_reaches_every_worker_and_instance(gunicorn_set: list[str], upstream: UpstreamServer) -> None:
     upstream.route("/items", versioned())
-    urls = gunicorn_set * (2 if len(gunicorn_set) == 1 else 1)
-
-    def versions_seen(count: int) -> tuple[set[int], set[str]]:
-        """The versions served and the processes serving them (X-Request-ID starts with a prefix
-        of the worker's own), over concurrent requests on new connections."""
-        seen: list[tuple[int, str]] = []
-
-        def one(index: int) -> None:
-            response = requests.get(urls[index % len(urls)] + "/cors/api/items", timeout=10)
-            seen.append((response.json()["v"], response.headers["X-Request-ID"][:16]))
-
-        threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return {v for v, _ in seen}, {worker for _, worker in seen}
-
-    _, workers = versions_seen(40)  # every worker holds an entry (fetched, or handed over)
+    urls = gunicorn_set
+    _, workers = versions_seen(urls, "/cors/api/items", 40)  # every worker holds an entry
     assert len(workers) == 2 * len(gunicorn_set), workers  # every worker took part
     held = upstream.count("/items")
     out = io.StringIO()
@@ -332,7 +358,25 @@ def test_a_purge_reaches_every_worker_and_instance(gunicorn_set: list[str], upst
                     out=out)
     assert code == 0, out.getvalue()
     assert '"scope": {"api": "api", "path": "items"}' in out.getvalue()
-    seen, workers = versions_seen(40)
+    seen, workers = versions_seen(urls, "/cors/api/items", 40)
     assert len(workers) == 2 * len(gunicorn_set), workers
     assert min(seen) > held, seen  # no worker, no instance served a version from before the purge
     assert len(seen) == 1 or len(gunicorn_set) == 1  # with Redis, one new entry for everyone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gunicorn_set", ["memory", "redis"], indirect=True)
+def test_an_invalidation_reaches_every_worker_and_instance(gunicorn_set: list[str],
+                                                           upstream: UpstreamServer) -> None:
+    upstream.route("/items", versioned())
+    upstream.route("/other", versioned())
+    urls = gunicorn_set
+    _, workers = versions_seen(urls, "/cors/api/items", 40)
+    assert len(workers) == 2 * len(gunicorn_set), workers
+    other, _ = versions_seen(urls, "/cors/api/other", 40)
+    held = upstream.count("/items")
+    assert requests.post(urls[0] + "/cors/api/items", json={}, timeout=10).status_code == 200
+    seen, workers = versions_seen(urls, "/cors/api/items", 40)
+    assert len(workers) == 2 * len(gunicorn_set), workers
+    assert min(seen) > held + 1, seen  # the POST itself was one more upstream request
+    assert versions_seen(urls, "/cors/api/other", 40)[0] <= other  # another url: still held

@@ -24,7 +24,7 @@ from .entry import ENTRY, VARY, CacheEntry, Vary
 from .handoff import WorkerHandoff
 from .herd import FetchLocks, LocalLocks, RedisLocks, SingleFlight
 from .memory import MemoryStore
-from .purge import EVERYTHING, RECORDS, PurgeLog, Scope
+from .purge import EVERYTHING, RECORDS, InvalidationTable, PurgeLog, Scope
 from .redis import RedisConnection, RedisStore
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Cache:
         # this process has applied are kept a while, for fetches that began before one.
         self.purge_log = purge_log if purge_log is not None or not isinstance(store, MemoryStore) \
             else PurgeLog()
+        self.invalidations = InvalidationTable() if isinstance(store, MemoryStore) else None
         self._purge_seen = self.purge_log.head() if self.purge_log is not None else 0
         self._purges: deque[tuple[float, Scope]] = deque(maxlen=RECORDS)
         self._purge_lock = threading.Lock()
@@ -107,7 +108,18 @@ class Cache:
 
     def entry(self, key: str) -> CacheEntry | None:
         found = self.store.get(ENTRY + key)
-        return found if isinstance(found, CacheEntry) else None
+        if not isinstance(found, CacheEntry):
+            return None
+        if self._invalidated(found):
+            self.drop(key)
+            return None
+        return found
+
+    def _invalidated(self, entry: CacheEntry) -> bool:
+        """Whether an unsafe request invalidated the entry's url since it was stored (memory store;
+        with Redis such entries are deleted at once)."""
+        table = self.invalidations
+        return table is not None and table.invalidated_at(entry.address) >= entry.stored_at
 
     def vary(self, primary: str) -> tuple[str, ...] | None:
         found = self.store.get(VARY + primary)
@@ -139,7 +151,8 @@ class Cache:
         if entry is not None and entry.is_fresh(now):
             return entry
         left = self.locks.left(key, now)
-        if left is None or (entry is not None and left.stored_at <= entry.stored_at):
+        if left is None or (entry is not None and left.stored_at <= entry.stored_at) \
+                or self._invalidated(left):
             return entry
         self.store.put(ENTRY + key, left, left.retain_until - now)
         return left
@@ -158,6 +171,17 @@ class Cache:
         if isinstance(self.store, RedisStore):
             self.store.mark_purged(scope.api if scope.tag is None and scope.api else "*", now)
         return dropped
+
+    def invalidate(self, address: tuple[str, str, str]) -> None:
+        """RFC 9111 section 4.4: entries of this url (every variant) are not served again, in any
+        worker or instance: a time in the shared table (memory store), read on each hit, or the
+        entries deleted from Redis."""
+        now = self.clock()
+        if self.invalidations is not None:
+            self.invalidations.mark(address, now)
+        elif isinstance(self.store, RedisStore):
+            for key in self.store.invalidate(address, now):
+                self.locks.withdraw(key.removeprefix(ENTRY))
 
     def catch_up(self) -> dict[int, int]:
         """Apply the purges other workers wrote since this process last looked (memory store): one
@@ -185,8 +209,10 @@ class Cache:
         with self._purge_lock:
             if any(at >= since and scope.matches(address, tags) for at, scope in self._purges):
                 return True
+        if self.invalidations is not None and self.invalidations.invalidated_at(address) >= since:
+            return True
         if isinstance(self.store, RedisStore):
-            return self.store.last_purged(address[0]) >= since
+            return self.store.last_purged(address) >= since
         return False
 
     def _apply(self, scope: Scope, at: float) -> int:

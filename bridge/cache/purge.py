@@ -5,12 +5,15 @@ it) or by a tag the upstream gave (``Surrogate-Key`` / ``Cache-Tag``), and says 
 by its ``address`` and ``tags``, is in it. ``PurgeLog`` is a ring of purge records in memory shared by
 the processes forked after it is made (gunicorn's workers): a purge is written once, and every
 worker reads the records it has not applied yet before it looks anything up (one 8-byte read when
-there are none), so an entry dropped in one worker is dropped in all. With Redis the entries are
-shared and deleted there; the log is for the memory store. No I/O beyond the shared memory.
+there are none), so an entry dropped in one worker is dropped in all. ``InvalidationTable`` is how
+the workers learn of the urls an unsafe request invalidated: a time per url, read on each hit, which
+no flood of requests can overflow. With Redis the entries are shared and deleted there; the log and
+the table are for the memory store. No I/O beyond the shared memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
@@ -19,6 +22,7 @@ import tempfile
 import threading
 import weakref
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 # An entry's address: the upstream's name, the path and the query as forwarded.
 Address = tuple[str, str, str]
@@ -67,6 +71,36 @@ class Scope:
 
 
 EVERYTHING = Scope()  # what a worker drops when it fell too far behind the log
+
+
+INVALIDATION_SLOTS = 65536  # 512 KiB of shared memory; two urls in one slot cost each an extra miss
+_STAMP = struct.Struct("<d")
+
+
+@lru_cache(maxsize=4096)
+def _slot(address: Address, slots: int) -> int:
+    digest = hashlib.blake2b("\0".join(address).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % slots
+
+
+class InvalidationTable:
+    """When each url (an entry's address) was last invalidated by a successful unsafe request, in
+    memory shared by the workers forked after it is made: one timestamp per hashed slot, written
+    without a lock (a write of 8 aligned bytes, and a lost race only keeps the later time or the
+    earlier; either makes entries stored before it miss). Unlike the purge log it cannot overflow,
+    so no number of POSTs can make a worker drop what it holds for other urls."""
+
+    def __init__(self, slots: int = INVALIDATION_SLOTS) -> None:
+        self.slots = slots
+        self._map = mmap.mmap(-1, slots * _STAMP.size)
+
+    def mark(self, address: Address, at: float) -> None:
+        offset = _slot(address, self.slots) * _STAMP.size
+        if _STAMP.unpack_from(self._map, offset)[0] < at:
+            _STAMP.pack_into(self._map, offset, at)
+
+    def invalidated_at(self, address: Address) -> float:
+        return float(_STAMP.unpack_from(self._map, _slot(address, self.slots) * _STAMP.size)[0])
 
 
 class PurgeLog:

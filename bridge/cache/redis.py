@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config.values import redis_backend
 from .entry import VARY, CacheEntry, Vary
+from .key import primary_key
 from .purge import Scope
 from .serialize import entry_fields, entry_from_fields, entry_meta
 
@@ -198,7 +199,8 @@ class RedisStore:
         # The indexes a purge reads: the entries of an upstream, and of each tag. Each lives as long
         # as its longest-kept entry; a member whose entry expired is skipped and removed by a purge.
         # They hash elsewhere than the entry, so they are written after it, not in its transaction.
-        indexes = [self._index(value.address[0])] + [self._tag_index(tag) for tag in value.tags]
+        indexes = [self._index(value.address[0]), self._url_index(value.address)] + \
+            [self._tag_index(tag) for tag in value.tags]
 
         def write(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
@@ -223,6 +225,25 @@ class RedisStore:
 
     def _tag_index(self, tag: str) -> str:
         return f"{self.prefix}tg:{tag}"
+
+    def _url_index(self, address: tuple[str, str, str]) -> str:
+        """The set of one url's entries (its variants), for invalidation."""
+        return hash_tagged(self.prefix, "px", primary_key(*address))
+
+    def invalidate(self, address: tuple[str, str, str], at: float) -> list[str]:
+        """Delete one url's entries, every variant, for every instance; note when (for fetches
+        under way). The keys deleted."""
+        index = self._url_index(address)
+        noted = hash_tagged(self.prefix, "iv", primary_key(*address))
+
+        def run(client: Any) -> list[str]:
+            members = [m.decode() for m in client.smembers(index)]
+            for key in members:
+                client.delete(self._name(key))
+            client.delete(index)
+            client.set(noted, repr(at), ex=PURGE_MEMORY)
+            return members
+        return list(self.connection.call(run, default=[]))
 
     def purge(self, scope: Scope) -> list[str]:
         """Drop every entry in ``scope`` from Redis (for every instance); the keys dropped."""
@@ -251,10 +272,18 @@ class RedisStore:
         name = f"{self.prefix}pt:{api}"
         self.connection.call(lambda client: client.set(name, repr(at), ex=PURGE_MEMORY))
 
-    def last_purged(self, api: str) -> float:
-        """When ``api`` or any tag was last purged (0: not within ``PURGE_MEMORY``)."""
-        names = (f"{self.prefix}pt:{api}", f"{self.prefix}pt:*")
-        values = self.connection.call(lambda client: [client.get(name) for name in names], default=())
+    def last_purged(self, address: tuple[str, str, str]) -> float:
+        """When the entry's upstream or any tag was last purged, or its url invalidated (0: not
+        within ``PURGE_MEMORY``); one round trip."""
+        names = (f"{self.prefix}pt:{address[0]}", f"{self.prefix}pt:*",
+                 hash_tagged(self.prefix, "iv", primary_key(*address)))
+
+        def run(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.get(name)
+            return list(pipe.execute())
+        values = self.connection.call(run, default=())
         return max((float(v) for v in values or () if v is not None), default=0.0)
 
     def health(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from threading import Lock
 
-from ..cache import Cache, CacheEntry, Scope
+from ..cache import Cache, CacheEntry
 from ..cache.entry import new_entry
 from ..cache.freshness import (
     STALE_IF_ERROR_STATUSES,
@@ -132,10 +132,6 @@ class Refresher:
 
         pool.submit(run)
         return True
-
-    def under_way(self) -> int:
-        with self._lock:
-            return len(self._keys)
 
 
 class Gateway:
@@ -269,7 +265,7 @@ class Gateway:
             if below is not None:
                 targets.add(below)
         for path, query in sorted(targets):
-            self.cache.purge(Scope(api=upstream.name, path=path, query=query))
+            self.cache.invalidate((upstream.name, path, query))
         self.cache.event("invalidated")
 
     def _await_other_process(self, key: str, seconds: float) -> CacheEntry | None:
@@ -322,10 +318,10 @@ class Gateway:
             keep = retention(lifetime, True, upstream.ttl, self._stale_use(renewed, upstream))
             # The body did not change, so neither did its script JSON.
             tags = response.tags or entry.tags
-            fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json, now + keep,
-                              address, tags)
             if cache.purged_since(address, tags, started):
                 return FetchOutcome(Answer(renewed, forwarded_status("stale", fwd_status=304)), None)
+            fresh = new_entry(key, renewed, now, lifetime, entry.vary, entry.script_json, now + keep,
+                              address, tags)
             cache.keep(key, fresh)
             cache.event("revalidated")
             status = forwarded_status("stale", fwd_status=304, stored=True, ttl=fresh.ttl(now))
