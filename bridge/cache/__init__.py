@@ -119,7 +119,12 @@ class Cache:
         """Whether an unsafe request invalidated the entry's url since it was stored (memory store;
         with Redis such entries are deleted at once)."""
         table = self.invalidations
-        return table is not None and table.invalidated_at(entry.address) >= entry.stored_at
+        if table is None:
+            return False
+        offset = entry.invalidation_offset
+        if offset < 0:
+            offset = entry.invalidation_offset = table.offset(entry.address)
+        return table.at(offset) >= entry.stored_at
 
     def vary(self, primary: str) -> tuple[str, ...] | None:
         found = self.store.get(VARY + primary)

@@ -99,8 +99,15 @@ class InvalidationTable:
         if _STAMP.unpack_from(self._map, offset)[0] < at:
             _STAMP.pack_into(self._map, offset, at)
 
+    def offset(self, address: Address) -> int:
+        """Where the table keeps ``address``'s time: an entry remembers it, so a hit hashes nothing."""
+        return _slot(address, self.slots) * _STAMP.size
+
     def invalidated_at(self, address: Address) -> float:
-        return float(_STAMP.unpack_from(self._map, _slot(address, self.slots) * _STAMP.size)[0])
+        return self.at(self.offset(address))
+
+    def at(self, offset: int) -> float:
+        return float(_STAMP.unpack_from(self._map, offset)[0])
 
 
 class PurgeLog:
