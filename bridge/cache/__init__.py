@@ -212,8 +212,11 @@ class Cache:
         fetch that began before it must not store what it got."""
         self.catch_up()
         with self._purge_lock:
-            if any(at >= since and scope.matches(address, tags) for at, scope in self._purges):
-                return True
+            for at, scope in reversed(self._purges):  # in the order written: newest last
+                if at < since:
+                    break  # the rest are older still: a miss pays only for purges since it began
+                if scope.matches(address, tags):
+                    return True
         if self.invalidations is not None and self.invalidations.invalidated_at(address) >= since:
             return True
         if isinstance(self.store, RedisStore):
