@@ -225,3 +225,19 @@ def test_a_configured_header_may_not_be_one_the_transport_writes() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(f"[upstream:a]\nurl = http://h/\nheaders = {name}: x\n", "t.ini", env={})
         assert "[upstream:a] headers" in str(caught.value)
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it!!", "zq\tzqzqzqzqzqzqzqzqzqzq"])
+def test_a_weak_admin_token_stops_start_up_without_printing_it(token: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[admin]\ntoken = ${T}\n", source="t.ini", env={"T": token})
+    message = str(caught.value)
+    assert message.startswith("t.ini: [admin] token:") and "16 printable characters" in message
+    assert token not in message and "\n" not in message
+
+
+def test_the_admin_token_is_never_in_a_repr() -> None:
+    config = parse_config("[admin]\ntoken = ${T}\n", source="t.ini",
+                          env={"T": "a-long-secret-admin-token-0123"})
+    assert config.admin.token == "a-long-secret-admin-token-0123"
+    assert "a-long-secret" not in repr(config)
