@@ -38,6 +38,9 @@ PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 # Stated per answer, never taken from a stored one: the cache's Age replaces the upstream's (RFC 9111
 # section 5.1: one Age), and the request id is this request's (an upstream may echo another's).
 PER_HIT = frozenset({"age", "x-request-id", "content-length"})
+# Kept in an entry (freshness reads it) but not passed on: gunicorn writes its own Date and drops the
+# app's as hop-by-hop, so passing the upstream's would only cost its header check on every answer.
+NOT_PASSED = PER_HIT | {"date"}
 # RFC 9110 section 15.4.5: what a 304 keeps of the answer it stands for (as werkzeug keeps it).
 _ENTITY_HEADERS = frozenset({"allow", "content-encoding", "content-language", "content-length",
                              "content-md5", "content-range", "content-type", "last-modified"})
@@ -109,7 +112,7 @@ def proxied_headers(response: UpstreamResponse) -> list[tuple[str, str]]:
     """The CORS path's headers for an upstream answer that are the same for every request: whatever
     the upstream sends is data, never a page on the bridge's origin (an upstream that reflects input
     into HTML must not become an XSS on the bridge)."""
-    headers = [(k, v) for k, v in response.headers if k.lower() not in PER_HIT]
+    headers = [(k, v) for k, v in response.headers if k.lower() not in NOT_PASSED]
     if not any(k.lower() == "content-type" for k, _ in headers):
         headers.append(("Content-Type", "application/octet-stream"))
     _set(headers, "X-Content-Type-Options", "nosniff")
