@@ -20,6 +20,7 @@ import bridge.policy.jsonp
 from bridge import create_app
 from bridge.cache import Cache
 from bridge.config import Config
+from tests.concurrency import together
 from tests.conftest import ALLOWED
 from tests.live import LiveServer
 from tests.redis_server import RedisServer
@@ -597,21 +598,15 @@ def test_fifty_concurrent_cold_requests_are_one_upstream_request(bridge_: Bridge
                                                                  upstream: UpstreamServer) -> None:
     upstream.route("/slow", once_all_wait(bridge_.cache, 49, Reply(200, {"slow": True})))
     server = LiveServer(bridge_.app).start()
-    start = threading.Barrier(50)
     results: list[tuple[int, str]] = []
 
     def one(index: int) -> None:
-        start.wait(10)
         path = f"/jsonp/api/slow?callback=cb{index}" if index % 2 else "/cors/api/slow"
         response = requests.get(server.url + path, timeout=10)
         results.append((response.status_code, response.headers["Cache-Status"]))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(20)
+        together(one, 50)
     finally:
         server.stop()
     assert [status for status, _ in results] == [200] * 50

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 import bridge.policy.jsonp
+from tests.concurrency import together
 from tests.conftest import config_text
 from tests.live import LiveServer
 from tests.redis_server import RedisServer, free_port
@@ -73,20 +74,14 @@ def test_concurrent_misses_across_instances_are_one_upstream_request(
 
     upstream.route("/slow", route)
     servers = [LiveServer(b.app).start() for b in bridges]
-    start = threading.Barrier(20)
     codes: list[int] = []
 
     def one(index: int) -> None:
-        start.wait(10)
         response = requests.get(servers[index % 2].url + "/cors/api/slow", timeout=10)
         codes.append(response.status_code)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(20)
+        together(one, 20)
     finally:
         for server in servers:
             server.stop()
@@ -232,11 +227,7 @@ def test_stale_while_revalidate_refreshes_once_across_instances_and_workers(
         response = requests.get(gunicorn_bridges[index % 2] + "/cors/api/items", timeout=10)
         statuses.append((response.status_code, response.headers["Cache-Status"], response.json()))
 
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    together(one, 40)
     assert all(code == 200 and status.startswith("jsonp-cors-bridge; hit")
                for code, status, _ in statuses), statuses
     assert any("detail=stale-while-revalidate" in status for _, status, _ in statuses)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.concurrency import together
 from tests.conftest import config_text
 from tests.live import LiveServer
 from tests.redis_topologies import RedisClusterSet, RedisSentinelSet, require_binaries
@@ -96,19 +97,13 @@ def test_a_herd_across_two_bridges_is_one_upstream_request(make_bridge: Callable
     path = f"/slow-{time.time_ns()}"
     upstream.route(path, Reply(200, {"slow": True}, delay=0.5))
     servers = [LiveServer(bridge.app).start() for bridge in bridges]
-    start = threading.Barrier(20)
     codes: list[int] = []
 
     def one(index: int) -> None:
-        start.wait(10)
         codes.append(requests.get(servers[index % 2].url + f"/cors/api{path}", timeout=10).status_code)
 
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(20)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(20)
+        together(one, 20)
     finally:
         for server in servers:
             server.stop()
@@ -200,18 +195,9 @@ def test_a_failover_under_load_loses_no_request(tmp_path: Path, upstream: Upstre
                 == "{}:{}".format(*sentinel_set.master_address())))
         herd_path = f"/herd-{time.time_ns()}"
         upstream.route(herd_path, Reply(200, {"herd": True}, delay=0.5))
-        start = threading.Barrier(10)
         codes: list[int] = []
-
-        def one(index: int) -> None:
-            start.wait(10)
-            codes.append(requests.get(urls[index % 2] + f"/cors/api{herd_path}", timeout=10).status_code)
-
-        herd = [threading.Thread(target=one, args=(index,)) for index in range(10)]
-        for thread in herd:
-            thread.start()
-        for thread in herd:
-            thread.join(20)
+        together(lambda index: codes.append(
+            requests.get(urls[index % 2] + f"/cors/api{herd_path}", timeout=10).status_code), 10)
         assert codes == [200] * 10 and upstream.count(herd_path) == 1
         time.sleep(2.5)  # past the rate budgets' wait before they try Redis again
         budget = [requests.get(urls[index % 2] + f"/cors/{name}/", timeout=5).status_code

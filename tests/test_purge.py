@@ -24,6 +24,7 @@ import requests
 from bridge.cache import Scope
 from bridge.cache.purge import InvalidationTable, PurgeLog
 from bridge.site.cli import main as cli_main
+from tests.concurrency import together
 from tests.conftest import config_text
 from tests.forking import in_forked_child
 from tests.redis_server import RedisServer, free_port
@@ -337,11 +338,7 @@ def versions_seen(urls: list[str], path: str, count: int) -> tuple[set[int], set
         response = requests.get(urls[index % len(urls)] + path, timeout=10)
         seen.append((response.json()["v"], response.headers["X-Request-ID"][:16]))
 
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    together(one, count)
     return {v for v, _ in seen}, {worker for _, worker in seen}
 
 
