@@ -25,3 +25,30 @@ class LiveServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RequestLog:
+    """A WSGI app in front of another, noting the method and url of every request it passes on: what
+    a page asked of a server, seen from the server (only Playwright's browser reports its network)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.base = ""  # the server's url, once it listens
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or environ["PATH_INFO"]
+        self.seen.append((environ["REQUEST_METHOD"], self.base + target))
+        return self.app(environ, start_response)
+
+    def urls(self) -> list[str]:
+        """The urls requested, preflights left out (as a browser's network log lists them)."""
+        return [url for method, url in self.seen if method != "OPTIONS"]
+
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.seen]
+
+    def serve(self) -> LiveServer:
+        server = LiveServer(self).start()
+        self.base = server.url
+        return server

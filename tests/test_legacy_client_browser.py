@@ -21,7 +21,7 @@ import pytest
 
 from bridge.policy.jsonp import callback_problem
 from tests.engines import Page
-from tests.live import LiveServer
+from tests.live import LiveServer, RequestLog
 from tests.upstream_server import Reply, UpstreamServer
 
 
@@ -40,28 +40,11 @@ def page(engine_page: Page) -> Page:
     return engine_page
 
 
-class _Recorder:
-    """The bridge's WSGI app, noting the url of every request but preflights (as a browser's
-    network log would list them)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.base = ""
-        self.urls: list[str] = []
-
-    def __call__(self, environ: dict, start_response: Any) -> Any:
-        if environ["REQUEST_METHOD"] != "OPTIONS":
-            target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or environ["PATH_INFO"]
-            self.urls.append(self.base + target)
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
 def live_bridge(app: Any) -> Any:
-    recorder = _Recorder(app)
-    server = LiveServer(recorder).start()
-    recorder.base = server.url
-    server.recorder = recorder  # type: ignore[attr-defined]
+    log = RequestLog(app)
+    server = log.serve()
+    server.requests = log  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -93,7 +76,7 @@ class Seen:
 
     def __getitem__(self, key: str) -> list:
         if key == "bridge":
-            return self.bridge.recorder.urls  # type: ignore[attr-defined]
+            return self.bridge.requests.urls()  # type: ignore[attr-defined, no-any-return]
         return list(self.page.evaluate("window.__pageErrors"))
 
 

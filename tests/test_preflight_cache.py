@@ -10,13 +10,12 @@ measurement they come from. What a run can show is whether the engine reuses the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
 
 from tests.engines import Engine, Page
-from tests.live import LiveServer
+from tests.live import LiveServer, RequestLog
 
 pytestmark = pytest.mark.browser
 
@@ -32,23 +31,19 @@ PUT_TWICE = """async url => {
 
 
 @pytest.fixture
-def counted_bridge(app: Flask) -> Iterator[tuple[LiveServer, list[str]]]:
-    methods: list[str] = []
-
-    def counting(environ: dict, start_response: Any) -> Any:
-        methods.append(environ["REQUEST_METHOD"])
-        return app(environ, start_response)
-
-    server = LiveServer(counting).start()
-    yield server, methods
+def counted_bridge(app: Flask) -> Iterator[tuple[LiveServer, RequestLog]]:
+    log = RequestLog(app)
+    server = log.serve()
+    yield server, log
     server.stop()
 
 
 def test_a_preflight_answer_is_kept_within_max_age(engine: Engine, engine_page: Page, page_origin: str,
-                                                   counted_bridge: tuple[LiveServer, list[str]]) -> None:
-    server, methods = counted_bridge
+                                                   counted_bridge: tuple[LiveServer, RequestLog]) -> None:
+    server, log = counted_bridge
     engine_page.goto(page_origin + "/")
     url = f"{server.url}/cors/api/preflight-cache-{engine.name}"
     assert engine_page.evaluate(PUT_TWICE, url) == [404, 404]  # the upstream's own 404, readable
+    methods = log.methods()
     assert methods.count("PUT") == 2
     assert methods.count("OPTIONS") == PREFLIGHTS[engine.name], methods
