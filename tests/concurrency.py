@@ -1,5 +1,7 @@
 """Many requests at once: ``together(work, count)`` calls ``work(0) ... work(count - 1)`` on their own
-threads, released by one barrier so they really overlap, and returns once every one has ended."""
+threads, released by one barrier so they really overlap (``at_once=False``: as each thread starts,
+which spreads new connections over a server's workers rather than bursting them), and returns once
+every one has ended."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import threading
 from collections.abc import Callable
 
 
-def together(work: Callable[[int], None], count: int, seconds: float = 20) -> None:
+def together(work: Callable[[int], None], count: int, seconds: float = 20, at_once: bool = True) -> None:
     start = threading.Barrier(count)
 
     def run(index: int) -> None:
-        start.wait(seconds)
+        if at_once:
+            start.wait(seconds)
         work(index)
 
     threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]

@@ -227,7 +227,7 @@ def test_stale_while_revalidate_refreshes_once_across_instances_and_workers(
         response = requests.get(gunicorn_bridges[index % 2] + "/cors/api/items", timeout=10)
         statuses.append((response.status_code, response.headers["Cache-Status"], response.json()))
 
-    together(one, 40)
+    together(one, 40, at_once=False)  # as before the helper: each thread as it starts
     assert all(code == 200 and status.startswith("jsonp-cors-bridge; hit")
                for code, status, _ in statuses), statuses
     assert any("detail=stale-while-revalidate" in status for _, status, _ in statuses)

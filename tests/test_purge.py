@@ -338,7 +338,7 @@ def versions_seen(urls: list[str], path: str, count: int) -> tuple[set[int], set
         response = requests.get(urls[index % len(urls)] + path, timeout=10)
         seen.append((response.json()["v"], response.headers["X-Request-ID"][:16]))
 
-    together(one, count)
+    together(one, count, at_once=False)  # as before the helper: each thread as it starts
     return {v for v, _ in seen}, {worker for _, worker in seen}
 
 
