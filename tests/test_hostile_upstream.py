@@ -43,7 +43,8 @@ HOSTILE = {
     "switching-protocols": answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                   b"Connection: Upgrade\r\n", b""),
     "status-999": answer(b"HTTP/1.1 999 Whatever\r\nContent-Length: 12\r\n"),
-    "status-299": answer(b"HTTP/1.1 299 Unnamed\r\nContent-Length: 12\r\n"),
+    "status-099": answer(b"HTTP/1.1 099 Below\r\nContent-Length: 12\r\n"),
+    "status-600": answer(b"HTTP/1.1 600 Above\r\nContent-Length: 12\r\n"),
     "status-not-a-number": answer(b"HTTP/1.1 2xx OK\r\nContent-Length: 12\r\n"),
     "http-2-status-line": answer(b"HTTP/2 200\r\nContent-Length: 12\r\n"),
     "header-section-cut-off": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Partial: 1",
@@ -66,10 +67,18 @@ INTERIM = {
                                    b"6\r\n{\"ok\":\r\n6;ext=1\r\n true}\r\n0\r\nX-Trailer: t\r\n\r\n"),
 }
 
+# Statuses HTTP does not name but whose class it defines (RFC 9110 section 15): forwarded as they are.
+EXTENSION_STATUSES = {
+    f"status-{code}": answer(b"HTTP/1.1 %d Whatever\r\nCache-Control: max-age=60\r\n"
+                             b"Content-Length: 12\r\n" % code)
+    for code in (299, 499, 599)
+}
+
 
 @pytest.fixture(scope="module")
 def raw_upstreams() -> Iterator[dict[str, RawUpstream]]:
-    servers = {name: RawUpstream(data) for name, data in {**HOSTILE, **INTERIM}.items()}
+    servers = {name: RawUpstream(data)
+               for name, data in {**HOSTILE, **INTERIM, **EXTENSION_STATUSES}.items()}
     yield servers
     for server in servers.values():
         server.close()
@@ -145,6 +154,26 @@ def test_interim_answers_are_read_past_and_never_forwarded(
     assert "Link" not in cors.headers and "X-Trailer" not in cors.headers
     script = requests.get(f"{base}/jsonp/{name}/x?callback=cb", timeout=10)
     assert script.text == '/**/cb({"ok": true});'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXTENSION_STATUSES))
+def test_a_status_http_does_not_name_is_forwarded_by_its_class_and_not_stored(
+        name: str, gunicorn_bridge: tuple[str, Path], raw_upstreams: dict[str, RawUpstream]) -> None:
+    base, _ = gunicorn_bridge
+    code = int(name.split("-")[1])
+    asked = len(raw_upstreams[name].requests)
+    for _ in range(2):  # max-age=60, but the bridge stores only what it knows it may: 200 and 404
+        cors = requests.get(f"{base}/cors/{name}/x", headers={"Origin": ALLOWED}, timeout=10)
+        assert cors.status_code == code and cors.json() == {"ok": True}
+        assert cors.headers["Access-Control-Allow-Origin"] == ALLOWED
+        assert "stored" not in cors.headers["Cache-Status"] and "hit" not in cors.headers["Cache-Status"]
+    assert status_line(f"{base}/cors/{name}/x") == b"HTTP/1.1 %d UNKNOWN" % code
+    script = requests.get(f"{base}/jsonp/{name}/x?callback=cb", timeout=10)
+    assert script.status_code == code and script.text == '/**/cb({"ok": true});'
+    envelope = requests.get(f"{base}/jsonp/{name}/x?callback=cb&envelope=1", timeout=10)
+    assert envelope.status_code == 200 and f'"status":{code}' in envelope.text
+    assert len(raw_upstreams[name].requests) == asked + 5  # each one asked: nothing was stored
 
 
 HOSTILE_REQUESTS = [  # what a hostile client sends beside them: (method, path, headers)

@@ -3,14 +3,16 @@
 ``Connection`` is one socket (plain or TLS) to one upstream origin. ``send`` writes a request as one
 buffer; ``read_head`` reads the status line and header section of the final answer, reading past
 interim 1xx answers (RFC 9110 section 15.2: never forwarded) and refusing anything that is not HTTP/1.1
-as RFC 9112 writes it: a status line that is not ``HTTP/1.x NNN reason``, a status the bridge could not
-name to its client, a header line that is folded, malformed or carries a control character, more
-than ``MAX_HEADERS`` fields or ``MAX_HEAD_BYTES`` bytes, framing that contradicts itself, or a header
-section the upstream broke off before its blank line. ``read_body`` reads a length-delimited, chunked
-or close-delimited body and says whether the connection may carry another request. Each refusal is a
-``ProtocolError`` naming what the upstream did; the upstream client (``upstream.py``) turns it, and the
-socket's own errors, into the bridge's typed errors. This module neither decides where to connect nor
-how long to wait: the caller sets the socket's timeout and watches the deadline.
+as RFC 9112 writes it: a status line that is not ``HTTP/1.x NNN reason``, a final status outside the
+classes 2xx to 5xx (one inside them that HTTP does not name, such as 299, is forwarded: RFC 9110
+section 15 makes status codes extensible, read by their class), a header line that is folded,
+malformed or carries a control character, more than ``MAX_HEADERS`` fields or ``MAX_HEAD_BYTES``
+bytes, framing that contradicts itself, or a header section the upstream broke off before its blank
+line. ``read_body`` reads a length-delimited, chunked or close-delimited body and says whether the
+connection may carry another request. Each refusal is a ``ProtocolError`` naming what the upstream
+did; the upstream client (``upstream.py``) turns it, and the socket's own errors, into the bridge's
+typed errors. This module neither decides where to connect nor how long to wait: the caller sets the
+socket's timeout and watches the deadline.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from werkzeug.http import HTTP_STATUS_CODES
-
 from ..policy.headers import TOKEN_BYTES
 
 MAX_HEADERS = 100  # header fields of one answer
@@ -33,8 +33,8 @@ CHUNK = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r?\n")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[^\r\n]*)?\r?\n")
-# Statuses a client may be given: 2xx to 5xx that the bridge can name in its own status line.
-FORWARDABLE_STATUSES = frozenset(code for code in HTTP_STATUS_CODES if 200 <= code <= 599)
+# Final statuses a client may be given: every one of the classes 2xx to 5xx, named or not.
+FORWARDABLE_STATUSES = range(200, 600)
 
 Decode = Callable[[bytes, int], bytes]
 
@@ -94,7 +94,7 @@ class Connection:
             if 100 <= status < 200:
                 continue  # 100 Continue, 102 Processing, 103 Early Hints: the answer follows
             if status not in FORWARDABLE_STATUSES:
-                raise ProtocolError(f"answered with status {status}, which HTTP does not define")
+                raise ProtocolError(f"answered with status {status}, outside HTTP's classes 2xx to 5xx")
             return _framed(version, status, headers, method)
 
     def _read_status_and_fields(self, first: bool) -> tuple[int, int, list[tuple[str, str]]]:
