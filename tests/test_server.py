@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -171,5 +172,46 @@ def test_what_gunicorn_refuses_itself_is_answered_in_json_without_echo(ini: Path
             document = json.loads(body)
             assert document["error"] == code and document["message"]
             assert b"<script>" not in body and b"aaaa" not in body and b"bbbb" not in body
+    finally:
+        stop(process)
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "sync"])
+def test_an_answer_keeps_the_upstreams_date_through_gunicorn(
+        worker_class: str, tmp_path: Path, upstream: UpstreamServer) -> None:
+    """gunicorn writes the time of sending as Date and drops the app's; the bridge's workers send the
+    upstream's (RFC 9110 section 6.6.1), on the miss and on every later hit, on both paths, and give
+    an answer that came without one the time it arrived. The bridge's own answers get gunicorn's."""
+    made = formatdate(time.time() - 5, usegmt=True)
+    upstream.route("/dated", Reply(200, {"ok": True}, {"Date": made, "Cache-Control": "max-age=600"}))
+    upstream.route("/undated", Reply(200, {"ok": True}, {"Date": None, "Cache-Control": "max-age=600"}))
+    ini = tmp_path / "bridge.ini"
+    ini.write_text(config_text(upstream.url, f"[server]\nworker_class = {worker_class}\n"))
+    port = free_port()
+    process = start([sys.executable, "app.py", "--config", str(ini), "--bind", f"127.0.0.1:{port}",
+                     "--workers", "1"], tmp_path / "out.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        request = b"GET /cors/api/%s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+        line, headers, _ = raw_exchange(port, request % b"dated")
+        assert line.startswith("HTTP/1.1 200") and "fwd=uri-miss" in headers["Cache-Status"]
+        assert headers["Date"] == made
+        _, first, _ = raw_exchange(port, request % b"undated")
+        time.sleep(1.1)  # a second on, so that a Date written at sending would differ
+        for path in (b"dated", b"undated"):
+            received = b""
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(request % path)
+                while chunk := sock.recv(65536):
+                    received += chunk
+            head = received.partition(b"\r\n\r\n")[0].decode("latin-1")
+            dates = [v for k, v in (h.split(": ", 1) for h in head.split("\r\n")[1:]) if k == "Date"]
+            assert dates == [made if path == b"dated" else first["Date"]], head  # one Date: the stored one
+            assert "hit" in head
+        script = requests.get(f"http://127.0.0.1:{port}/jsonp/api/dated?callback=cb", timeout=5)
+        assert script.headers["Date"] == made and "hit" in script.headers["Cache-Status"]
+        own = requests.get(f"http://127.0.0.1:{port}/cors/nothing/x", timeout=5)
+        assert own.status_code == 404
+        assert abs(parsedate_to_datetime(own.headers["Date"]).timestamp() - time.time()) < 3
     finally:
         stop(process)

@@ -87,8 +87,9 @@ class UpstreamServer:
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.encoded()
-                self.send_response(reply.status)
-                headers: dict[str, str | None] = {}
+                self.send_response_only(reply.status)  # Server and Date below, so a reply can set them
+                headers: dict[str, str | None] = {"Server": self.version_string(),
+                                                  "Date": self.date_time_string()}
                 if reply.body is not None:
                     headers["Content-Type"] = "application/json"
                 headers.update(reply.headers)

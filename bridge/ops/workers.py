@@ -1,15 +1,21 @@
-"""The bridge's gunicorn workers: refusals in the bridge's JSON shape, and a fair share of a burst.
+"""The bridge's gunicorn workers: refusals in the bridge's JSON shape, the app's Date kept, and a fair
+share of a burst.
 
 gunicorn's documented extension point is the worker class; ``worker_class`` (``app.py``) gives one of
 these. Every one answers what gunicorn refuses before the app sees a request (a request line or header
 it cannot parse, over its limits, a chunk that is malformed) as ``{"error", "message"}`` with
 ``nosniff`` and never an echo of the input, in ``handle_error``, instead of gunicorn's HTML page that
-quoted the request line. ``FairThreadWorker`` adds fair accept: gunicorn's workers share one listening
-socket, and whichever is awake when a burst arrives (a load balancer opening its pool, a benchmark's
-connections) can accept most of it, so each worker publishes how many connections it holds in a table
-of shared memory made before the workers fork, and defers an accept for at most ``MAX_DEFER`` while
-it holds more than the least loaded live worker. A worker whose row has not been refreshed for
-``STALE_AFTER`` counts as gone. This module changes no request the app sees.
+quoted the request line. Every one also keeps a ``Date`` the app gives: gunicorn counts ``Date`` as
+hop-by-hop, drops the app's and writes the time of sending, but a cache that serves a stored answer must
+send the Date the answer was made with (RFC 9110 section 6.6.1, RFC 9111 section 4), so each request's
+response object is made a ``DatedResponse``, which sends the app's Date in place of gunicorn's when
+there is one (the bridge's own answers give none and get gunicorn's). ``FairThreadWorker`` adds fair
+accept: gunicorn's workers share one listening socket, and whichever is awake when a burst arrives (a
+load balancer opening its pool, a benchmark's connections) can accept most of it, so each worker
+publishes how many connections it holds in a table of shared memory made before the workers fork, and
+defers an accept for at most ``MAX_DEFER`` while it holds more than the least loaded live worker. A
+worker whose row has not been refreshed for ``STALE_AFTER`` counts as gone. This module changes no
+request the app sees.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gunicorn.http import errors as http_errors
+from gunicorn.http.wsgi import Response
 from gunicorn.util import write_nonblock
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
@@ -120,15 +127,55 @@ class JsonRefusals:
             self.log.debug("Failed to send error message.")
 
 
-class BridgeSyncWorker(JsonRefusals, SyncWorker):
-    """gunicorn's ``sync`` worker, answering its refusals as JSON."""
+class DatedResponse(Response):
+    """gunicorn's response, sending the ``Date`` the app gave instead of the time of sending."""
+
+    app_date: str | None = None
+
+    def process_headers(self, headers: list[tuple[str, str]]) -> None:
+        for name, value in headers:
+            if len(name) == 4 and name.lower() == "date":
+                self.app_date = value
+                break
+        super().process_headers(headers)  # which drops the app's Date as hop-by-hop
+
+    def default_headers(self) -> list[str]:
+        lines: list[str] = super().default_headers()
+        if self.app_date is not None:
+            lines = [f"Date: {self.app_date}\r\n" if line.startswith("Date: ") else line
+                     for line in lines]
+        return lines
 
 
-class BridgeThreadWorker(JsonRefusals, ThreadWorker):
-    """gunicorn's ``gthread`` worker, answering its refusals as JSON."""
+class KeepsAppDate:
+    """A worker whose responses are ``DatedResponse``: its WSGI callable, wrapped once when the
+    worker loads the app, turns the response gunicorn made for the request (whose ``start_response``
+    it is) into one before the app runs. An HTTP/2 response, another class, is left as it is."""
+
+    wsgi: Any
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()  # type: ignore[misc]
+        app = self.wsgi
+
+        def dated(environ: dict[str, Any], start_response: Any) -> Any:
+            response = getattr(start_response, "__self__", None)
+            if type(response) is Response:
+                response.__class__ = DatedResponse
+            return app(environ, start_response)
+
+        self.wsgi = dated
 
 
-class FairThreadWorker(JsonRefusals, ThreadWorker):
+class BridgeSyncWorker(JsonRefusals, KeepsAppDate, SyncWorker):
+    """gunicorn's ``sync`` worker, answering its refusals as JSON and keeping the app's Date."""
+
+
+class BridgeThreadWorker(JsonRefusals, KeepsAppDate, ThreadWorker):
+    """gunicorn's ``gthread`` worker, answering its refusals as JSON and keeping the app's Date."""
+
+
+class FairThreadWorker(JsonRefusals, KeepsAppDate, ThreadWorker):
     """``gthread`` that leaves a connection to a less loaded worker for up to ``MAX_DEFER``."""
 
     table: WorkerTable | None = None  # set in the master before the workers fork (app.py)

@@ -28,7 +28,8 @@ from ..upstream.message import UpstreamResponse
 from .gateway import Answer
 
 # Upstream answer headers worth passing on to a JSONP script; the rest describe the JSON, not it.
-JSONP_PASSED_HEADERS = frozenset({"cache-control", "expires", "last-modified", "cache-status"})
+# Date goes with Cache-Control and Expires: a stored answer keeps the Date it was made with.
+JSONP_PASSED_HEADERS = frozenset({"cache-control", "date", "expires", "last-modified", "cache-status"})
 JSONP_CONTENT_TYPE = "text/javascript; charset=utf-8"  # RFC 9239
 # A JSONP answer is public data by design, loaded by <script> from any page: one that is
 # cross-origin isolated (COEP require-corp) loads it only with this.
@@ -38,9 +39,6 @@ PROXIED_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 # Stated per answer, never taken from a stored one: the cache's Age replaces the upstream's (RFC 9111
 # section 5.1: one Age), and the request id is this request's (an upstream may echo another's).
 PER_HIT = frozenset({"age", "x-request-id", "content-length"})
-# Kept in an entry (freshness reads it) but not passed on: gunicorn writes its own Date and drops the
-# app's as hop-by-hop, so passing the upstream's would only cost its header check on every answer.
-NOT_PASSED = PER_HIT | {"date"}
 # RFC 9110 section 15.4.5: what a 304 keeps of the answer it stands for (as werkzeug keeps it).
 _ENTITY_HEADERS = frozenset({"allow", "content-encoding", "content-language", "content-length",
                              "content-md5", "content-range", "content-type", "last-modified"})
@@ -112,7 +110,7 @@ def proxied_headers(response: UpstreamResponse) -> list[tuple[str, str]]:
     """The CORS path's headers for an upstream answer that are the same for every request: whatever
     the upstream sends is data, never a page on the bridge's origin (an upstream that reflects input
     into HTML must not become an XSS on the bridge)."""
-    headers = [(k, v) for k, v in response.headers if k.lower() not in NOT_PASSED]
+    headers = [(k, v) for k, v in response.headers if k.lower() not in PER_HIT]
     if not any(k.lower() == "content-type" for k, _ in headers):
         headers.append(("Content-Type", "application/octet-stream"))
     _set(headers, "X-Content-Type-Options", "nosniff")

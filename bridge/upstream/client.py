@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from email.utils import formatdate
 from urllib.parse import urlsplit
 
 from certifi import where as ca_bundle
@@ -169,7 +170,7 @@ class UpstreamClient:
             location = next((v for k, v in headers if k.lower() == "location"), None) \
                 if status in (301, 302, 303, 307, 308) else None
             if location is None:
-                return UpstreamResponse(status, filter_response_headers(headers), content,
+                return UpstreamResponse(status, _dated(filter_response_headers(headers)), content,
                                         time.monotonic() - started, _tags(headers))
             target = redirect_target(url, location)
             if target is None:
@@ -282,6 +283,14 @@ class UpstreamClient:
             return UpstreamError(f"upstream {name!r} broke off its answer ({type(exc).__name__})") \
                 if answered else UpstreamUnreachable(f"upstream {name!r} is unreachable")
         return exc
+
+
+def _dated(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """RFC 9110 section 6.6.1: an answer that came without a Date is given the time it arrived, since
+    the bridge stores and forwards it (and its Expires is counted from it)."""
+    if any(name.lower() == "date" for name, _ in headers):
+        return headers
+    return (*headers, ("Date", formatdate(usegmt=True)))
 
 
 def _tags(headers: list[tuple[str, str]]) -> tuple[str, ...]:
