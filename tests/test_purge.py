@@ -329,16 +329,21 @@ def gunicorn_set(tmp_path: Path, upstream: UpstreamServer, page_origin: str,
         assert TOKEN not in (tmp_path / "gunicorn.log").read_text()
 
 
-def versions_seen(urls: list[str], path: str, count: int) -> tuple[set[int], set[str]]:
+def versions_seen(urls: list[str], path: str) -> tuple[set[int], set[str]]:
     """The versions served and the processes serving them (X-Request-ID starts with a prefix of
-    the worker's own), over concurrent requests on new connections."""
+    the worker's own), over concurrent requests on new connections, in rounds until every worker of
+    every instance has answered: which worker accepts a connection is the kernel's choice, and a
+    round can miss one."""
     seen: list[tuple[int, str]] = []
 
     def one(index: int) -> None:
         response = requests.get(urls[index % len(urls)] + path, timeout=10)
         seen.append((response.json()["v"], response.headers["X-Request-ID"][:16]))
 
-    together(one, count, at_once=False)  # as before the helper: each thread as it starts
+    for _ in range(20):
+        together(one, 20, at_once=False)  # as before the helper: each thread as it starts
+        if len({worker for _, worker in seen}) >= 2 * len(urls):
+            break
     return {v for v, _ in seen}, {worker for _, worker in seen}
 
 
@@ -347,7 +352,7 @@ def versions_seen(urls: list[str], path: str, count: int) -> tuple[set[int], set
 def test_a_purge_reaches_every_worker_and_instance(gunicorn_set: list[str], upstream: UpstreamServer) -> None:
     upstream.route("/items", versioned())
     urls = gunicorn_set
-    _, workers = versions_seen(urls, "/cors/api/items", 40)  # every worker holds an entry
+    _, workers = versions_seen(urls, "/cors/api/items")  # every worker holds an entry
     assert len(workers) == 2 * len(gunicorn_set), workers  # every worker took part
     held = upstream.count("/items")
     out = io.StringIO()
@@ -355,7 +360,7 @@ def test_a_purge_reaches_every_worker_and_instance(gunicorn_set: list[str], upst
                     out=out)
     assert code == 0, out.getvalue()
     assert '"scope": {"api": "api", "path": "items"}' in out.getvalue()
-    seen, workers = versions_seen(urls, "/cors/api/items", 40)
+    seen, workers = versions_seen(urls, "/cors/api/items")
     assert len(workers) == 2 * len(gunicorn_set), workers
     assert min(seen) > held, seen  # no worker, no instance served a version from before the purge
     assert len(seen) == 1 or len(gunicorn_set) == 1  # with Redis, one new entry for everyone
@@ -368,12 +373,12 @@ def test_an_invalidation_reaches_every_worker_and_instance(gunicorn_set: list[st
     upstream.route("/items", versioned())
     upstream.route("/other", versioned())
     urls = gunicorn_set
-    _, workers = versions_seen(urls, "/cors/api/items", 40)
+    _, workers = versions_seen(urls, "/cors/api/items")
     assert len(workers) == 2 * len(gunicorn_set), workers
-    other, _ = versions_seen(urls, "/cors/api/other", 40)
+    other, _ = versions_seen(urls, "/cors/api/other")
     held = upstream.count("/items")
     assert requests.post(urls[0] + "/cors/api/items", json={}, timeout=10).status_code == 200
-    seen, workers = versions_seen(urls, "/cors/api/items", 40)
+    seen, workers = versions_seen(urls, "/cors/api/items")
     assert len(workers) == 2 * len(gunicorn_set), workers
     assert min(seen) > held + 1, seen  # the POST itself was one more upstream request
-    assert versions_seen(urls, "/cors/api/other", 40)[0] <= other  # another url: still held
+    assert versions_seen(urls, "/cors/api/other")[0] <= other  # another url: still held
