@@ -30,6 +30,12 @@ ttl = 0
 """
 
 
+def test_methods_are_the_six_in_any_case_and_extension_methods_as_written() -> None:
+    text = "[upstream:dav]\nurl = http://h/\nmethods = get Post, patch M-SEARCH PROPFIND\n"
+    assert parse_config(text, "m.ini", env={}).upstreams["dav"].methods == \
+        frozenset({"GET", "POST", "PATCH", "M-SEARCH", "PROPFIND"})
+
+
 def test_good_config_becomes_typed_values() -> None:
     config = parse_config(GOOD, "good.ini", env={"WEATHER_KEY": "s3cret"})
     assert config.server.bind == "127.0.0.1:9000" and config.server.workers == 3
@@ -95,7 +101,15 @@ BAD = [
     pytest.param("[upstream:a]\nurl = http://h/\nheaders = X-Key: ${NOPE}\n", "[upstream:a] headers",
                  "NOPE is not set", id="missing-env"),
     pytest.param("[upstream:a]\nurl = http://h/\nmethods = GET TRACE\n", "[upstream:a] methods",
-                 "TRACE", id="unsupported-method"),
+                 "TRACE cannot be forwarded", id="unsupported-method"),
+    pytest.param("[upstream:a]\nurl = http://h/\nmethods = GET connect\n", "[upstream:a] methods",
+                 "connect cannot be forwarded", id="connect-in-any-case"),
+    pytest.param("[upstream:a]\nurl = http://h/\nmethods = Track\n", "[upstream:a] methods",
+                 "Track cannot be forwarded", id="track"),
+    pytest.param("[upstream:a]\nurl = http://h/\nmethods = GET OPTIONS\n", "[upstream:a] methods",
+                 "answers OPTIONS itself", id="options-is-the-bridges"),
+    pytest.param("[upstream:a]\nurl = http://h/\nmethods = GET M(SEARCH\n", "[upstream:a] methods",
+                 "not a method name", id="method-not-a-token"),
     pytest.param("[upstream:a b]\nurl = http://h/\n", "[upstream:a b]", "upstream names",
                  id="bad-upstream-name"),
     pytest.param("[upstream:a]\nurl = http://user:pw@h/\n", "[upstream:a] url", "password",

@@ -63,3 +63,28 @@ def test_head_and_a_preflighted_put_and_an_upstream_404(engine_page: Page, page_
     assert put["status"] == 200 and put["text"] == '{"got": "{\\"a\\":1}", "custom": null}'
     missing = engine_page.evaluate(FETCH, [f"{base}/missing", {}])
     assert missing["status"] == 404  # the upstream's own status, readable over CORS
+
+
+@pytest.fixture
+def extension_bridge(make_app: Callable[..., Flask], upstream: UpstreamServer) -> Iterator[LiveServer]:
+    """An upstream that takes the extension method M-SEARCH."""
+    server = LiveServer(make_app(f"[upstream:dav]\nurl = {upstream.url}\nmethods = GET M-SEARCH\n")).start()
+    yield server
+    server.stop()
+
+
+def test_an_extension_method_is_preflighted_and_its_case_is_kept(
+        engine_page: Page, page_origin: str, extension_bridge: LiveServer,
+        upstream: UpstreamServer) -> None:
+    """M-SEARCH is preflighted, granted and forwarded; ``m-search`` reaches the bridge as written
+    (fetch upper-cases only DELETE, GET, HEAD, OPTIONS, POST and PUT), and the engine refuses it
+    against the granted ``M-SEARCH``: method names are case-sensitive."""
+    upstream.route("/devices", lambda seen: Reply(200, {"method": seen.method}))
+    engine_page.goto(page_origin + "/")
+    url = f"{extension_bridge.url}/cors/dav/devices"
+    found = engine_page.evaluate(FETCH, [url, {"method": "M-SEARCH"}])
+    assert found["status"] == 200 and found["text"] == '{"method": "M-SEARCH"}'
+    asked = upstream.count()
+    lower = engine_page.evaluate(FETCH, [url, {"method": "m-search"}])
+    assert "error" in lower, lower  # refused by the engine after the preflight
+    assert upstream.count() == asked  # and never forwarded

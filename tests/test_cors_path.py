@@ -106,6 +106,24 @@ def test_method_not_configured_is_405_readable_by_the_page(client: FlaskClient,
     assert upstream.count() == 0
 
 
+def test_an_extension_method_is_granted_and_forwarded_as_written(make_app, upstream: UpstreamServer) -> None:  # type: ignore[no-untyped-def]
+    """A method HTTP's core does not define (M-SEARCH) is preflighted, granted and forwarded as the
+    config writes it; method names are case-sensitive, so ``m-search`` is another, refused one."""
+    upstream.route("/devices", Reply(200, {"found": 1}))
+    client = make_app(f"\n[upstream:dav]\nurl = {upstream.url}\nmethods = GET M-SEARCH\n").test_client()
+    preflight = client.options("/cors/dav/devices", headers={
+        "Origin": ALLOWED, "Access-Control-Request-Method": "M-SEARCH"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, M-SEARCH"
+    assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED
+    found = client.open("/cors/dav/devices", method="M-SEARCH", headers={"Origin": ALLOWED})
+    assert found.status_code == 200 and found.get_json() == {"found": 1}
+    assert upstream.last().method == "M-SEARCH" and upstream.count() == 1
+    lower = client.open("/cors/dav/devices", method="m-search", headers={"Origin": ALLOWED})
+    assert lower.status_code == 405 and lower.headers["Allow"] == "GET, M-SEARCH"
+    assert upstream.count() == 1
+
+
 def test_credentials_are_granted_only_when_configured(make_app, upstream: UpstreamServer) -> None:  # type: ignore[no-untyped-def]
     client = make_app(upstream_extra="allow_credentials = true").test_client()
     response = client.get("/cors/api/", headers={"Origin": ALLOWED})

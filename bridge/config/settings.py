@@ -106,7 +106,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(none)"),
     Setting(UPSTREAM, "url", values.upstream_url, None,
             "http(s) base url; paths are joined below it", "(required)"),
-    Setting(UPSTREAM, "methods", values.methods, "GET HEAD", "methods allowed on the CORS path"),
+    Setting(UPSTREAM, "methods", values.methods, "GET HEAD",
+            "methods allowed on the CORS path: GET HEAD POST PUT PATCH DELETE in any case, or an "
+            "extension method as written (`M-SEARCH`, `PROPFIND`); never CONNECT, TRACE, TRACK or "
+            "OPTIONS"),
     Setting(UPSTREAM, "timeout", values.positive_float, "10",
             "seconds for the whole upstream request (connect, answer and body)"),
     Setting(UPSTREAM, "headers", values.upstream_headers, "",

@@ -23,7 +23,12 @@ T = TypeVar("T", int, float)
 
 MAX_AGE_CAP = 7200  # Chromium caps Access-Control-Max-Age at 2 hours; more is a promise nobody keeps
 
+# The methods of RFC 9110 and RFC 5789, matched in any case and forwarded upper-cased; any other
+# method token is forwarded as written (method names are case-sensitive), except the ones a proxy for
+# pages must not forward: CONNECT, TRACE and TRACK, which Fetch forbids pages to send, and OPTIONS,
+# which the bridge answers itself as the preflight.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE", "TRACK", "OPTIONS"})
 
 UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -116,13 +121,16 @@ def header_names(raw: str) -> tuple[str, ...]:
 
 
 def methods(raw: str) -> frozenset[str]:
-    methods = frozenset(m.upper() for m in re.split(r"[\s,]+", raw.strip()) if m)
-    if not methods:
+    names = [m for m in re.split(r"[\s,]+", raw.strip()) if m]
+    if not names:
         raise ValueError("list at least one method")
-    unknown = sorted(methods - HTTP_METHODS)
-    if unknown:
-        raise ValueError(f"unsupported method {unknown[0]}; choose from {', '.join(sorted(HTTP_METHODS))}")
-    return methods
+    for name in names:
+        if name.upper() in REFUSED_METHODS:
+            raise ValueError(f"{name} cannot be forwarded: CONNECT, TRACE and TRACK are forbidden to "
+                             "pages, and the bridge answers OPTIONS itself; list the others")
+        if not TOKEN.fullmatch(name):
+            raise ValueError(f"{name!r} is not a method name (an RFC 9110 token)")
+    return frozenset(name.upper() if name.upper() in HTTP_METHODS else name for name in names)
 
 
 def origins(raw: str) -> tuple[OriginPattern, ...] | None:

@@ -44,8 +44,9 @@ from ..upstream.message import UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
-# RFC 9111 section 4.4: methods whose success invalidates what the cache holds for the url.
-UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# RFC 9111 section 4.4: the success of any other method (unsafe, or of unknown safety) invalidates
+# what the cache holds for the url (RFC 9110 section 9.2.1 names these safe).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _SCRIPT_LOCK = Lock()  # taken once per answer that no entry holds, on its first JSONP read
 
 
@@ -146,7 +147,7 @@ class Gateway:
         bypass = bypass_reason(request) or ("bypass" if cache is None else None)
         if bypass is not None or cache is None:
             response = self.client.send(request, request_id)
-            if cache is not None and request.method in UNSAFE_METHODS and 200 <= response.status < 400:
+            if cache is not None and request.method not in SAFE_METHODS and 200 <= response.status < 400:
                 self._invalidate(request, response)
             return Answer(response, forwarded_status(bypass or "bypass"))
         cache.catch_up()  # purges written by other workers since this one last looked
