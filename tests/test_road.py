@@ -134,8 +134,9 @@ def test_a_jsonp_429_is_nosniff(make_app: Callable[..., Flask]) -> None:
 @pytest.mark.slow
 def test_per_client_is_one_budget_across_gunicorn_workers(tmp_path: Path,
                                                           upstream: UpstreamServer) -> None:
-    """Two workers, the memory store, ``per_client = 5/minute``: 30 requests on fresh connections,
-    answered by both workers, get exactly 5 answers of 200."""
+    """Two workers, the memory store, ``per_client = 5/minute``: requests on fresh connections,
+    30 and then more until both workers have answered (which worker accepts a connection is the
+    kernel's choice), get exactly 5 answers of 200."""
     upstream.route("/b", Reply(200, {"b": 1}))
     ini = tmp_path / "bridge.ini"
     ini.write_text(config_text(upstream.url, extra="[limits]\nper_client = 5/minute\n"))
@@ -144,14 +145,15 @@ def test_per_client_is_one_budget_across_gunicorn_workers(tmp_path: Path,
                      "--workers", "2"], tmp_path / "out.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", process)
-        answers = []
-        for _ in range(30):
+        answers: list[requests.Response] = []
+        while len(answers) < 30 or (len(answers) < 300 and len(
+                {a.headers["X-Request-ID"][:16] for a in answers}) < 2):
             with requests.Session() as fresh:  # a new connection each time
                 answers.append(fresh.get(f"http://127.0.0.1:{port}/cors/api/b", timeout=10))
     finally:
         stop(process)
     assert [a.status_code for a in answers].count(200) == 5
-    assert [a.status_code for a in answers].count(429) == 25
+    assert [a.status_code for a in answers].count(429) == len(answers) - 5
     workers = {a.headers["X-Request-ID"][:16] for a in answers}  # each worker's own id prefix
     assert len(workers) == 2, "both workers answered, so the budget was shared, not split"
 
