@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import socket
 import struct
 import time
@@ -30,8 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gunicorn.http import errors as http_errors
-from gunicorn.http.wsgi import Response
-from gunicorn.util import write_nonblock
+from gunicorn.http.wsgi import HEADER_VALUE_RE, TOKEN_RE, Response
+from gunicorn.util import hop_headers, http_date, write_nonblock
+from gunicorn.util import write as util_write
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
@@ -39,6 +41,13 @@ MAX_DEFER = 0.002  # seconds one connection may wait for a less loaded worker to
 DEFER_STEP = 0.0005
 STALE_AFTER = 5.0  # seconds without a heartbeat after which a worker's row is ignored
 _ROW = struct.Struct("<qqd")  # pid, open connections, last heartbeat (monotonic seconds)
+# gunicorn's own header grammar (a name is a token; a value is SP, HTAB, VCHAR and obs-text), matched
+# over every name, or every value, of a response joined by newlines.
+_NAMES = re.compile(f"{TOKEN_RE.pattern}(?:\n{TOKEN_RE.pattern})*")
+_VALUES = re.compile(HEADER_VALUE_RE.pattern.removesuffix("]*") + "\n]*")
+# The response fields gunicorn does not pass on as the app gave them: its hop-by-hop set (which
+# counts Date and Server) and Content-Length, which it reads.
+_SPECIAL = frozenset(hop_headers) | {"content-length"}
 
 
 class WorkerTable:
@@ -128,23 +137,68 @@ class JsonRefusals:
 
 
 class DatedResponse(Response):
-    """gunicorn's response, sending the ``Date`` the app gave instead of the time of sending."""
+    """gunicorn's response, sending the ``Date`` the app gave instead of the time of sending.
+
+    It checks and keeps the app's headers as gunicorn's ``process_headers`` does (every name a
+    token, every value free of controls, hop-by-hop fields dropped, ``Content-Length`` read), with the
+    names and the values each checked in one regular-expression pass; on any header that fails,
+    gunicorn's own method runs and raises its own error. ``default_headers`` writes gunicorn's lines
+    with the app's Date when it gave one, so no time is formatted for such an answer.
+    """
 
     app_date: str | None = None
+    headers_sent: bool  # gunicorn's, set in its __init__
 
     def process_headers(self, headers: list[tuple[str, str]]) -> None:
+        if not headers:
+            return
+        try:
+            names = "\n".join([pair[0] for pair in headers])
+            values = "\n".join([pair[1] for pair in headers])
+        except (TypeError, IndexError):
+            names = values = ""
+        last = len(headers) - 1
+        # A newline is in no token and in no valid value, so each join splits back into exactly
+        # the fields it was made of only when its count of newlines is one less than theirs.
+        if not (_NAMES.fullmatch(names) and _VALUES.fullmatch(values)
+                and names.count("\n") == last and values.count("\n") == last):
+            super().process_headers(headers)  # raises gunicorn's error for the header at fault
+            return
+        kept = self.headers
         for name, value in headers:
-            if len(name) == 4 and name.lower() == "date":
-                self.app_date = value
-                break
-        super().process_headers(headers)  # which drops the app's Date as hop-by-hop
+            lowered = name.lower()
+            if lowered in _SPECIAL:
+                if lowered == "date":
+                    if self.app_date is None:  # the first, as a recipient reads one (RFC 9110 5.3)
+                        self.app_date = value.strip(" \t")
+                else:  # Content-Length and hop-by-hop fields: gunicorn's rules, one field at a time
+                    super().process_headers([(name, value)])
+                continue
+            kept.append((name, value.strip(" \t")))
 
     def default_headers(self) -> list[str]:
-        lines: list[str] = super().default_headers()
-        if self.app_date is not None:
-            lines = [f"Date: {self.app_date}\r\n" if line.startswith("Date: ") else line
-                     for line in lines]
+        """gunicorn's status line and its own fields, in its order, the app's Date in place of the
+        time of sending when the app gave one."""
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        version = self.req.version
+        lines = [f"HTTP/{version[0]}.{version[1]} {self.status}\r\n", f"Server: {self.version}\r\n",
+                 f"Date: {self.app_date or http_date()}\r\n", f"Connection: {connection}\r\n"]
+        if self.chunked:
+            lines.append("Transfer-Encoding: chunked\r\n")
         return lines
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        head = "".join(self.default_headers()) + "".join(
+            [f"{name}: {value}\r\n" for name, value in self.headers]) + "\r\n"
+        util_write(self.sock, head.encode("latin-1"))
+        self.headers_sent = True
 
 
 class KeepsAppDate:
