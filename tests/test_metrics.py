@@ -142,6 +142,35 @@ def test_cache_events_and_rate_limits_have_their_counters(app: Flask) -> None:
     assert get("bridge_refused_total", {"kind": "cors", "code": "rate_limited"}) == 1
 
 
+def test_counts_gathered_by_many_threads_reach_the_files_once_each(tmp_path: Path) -> None:
+    """Multiprocess mode: threads count while flushes from a scrape and from the flusher run at the
+    same time; every count lands in the files exactly once."""
+    metrics = BridgeMetrics(str(tmp_path))
+    threads, per_thread = 8, 5000
+    start = threading.Barrier(threads + 1)
+
+    def count() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            metrics.cache_event("hit")
+
+    def scrape() -> None:
+        start.wait()
+        while any(worker.is_alive() for worker in workers):
+            metrics.flush()
+
+    workers = [threading.Thread(target=count) for _ in range(threads)]
+    scraper = threading.Thread(target=lambda: scrape())
+    for thread in [*workers, scraper]:
+        thread.start()
+    for thread in [*workers, scraper]:
+        thread.join(60)
+    get = metrics.registry.get_sample_value
+    metrics.flush()  # what is left, as a scrape or the exit does
+    assert get("bridge_cache_events_total", {"event": "hit"}) == threads * per_thread
+    assert get("bridge_cache_events_total", {"event": "miss"}) == 0
+
+
 # --- a real gunicorn with two sync workers: the exposition sums both ---
 
 

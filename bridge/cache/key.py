@@ -20,6 +20,9 @@ from ..upstream.message import UpstreamRequest, UpstreamResponse
 # Client conditionals are answered by the bridge from the entry; they never shape the key.
 CONDITIONAL_HEADERS = frozenset({"if-none-match", "if-modified-since", "if-match",
                                  "if-unmodified-since", "if-range"})
+# Where a request keeps what ``as_cached`` made of it, among its keys (which are None and tuples).
+_AS_CACHED = "as-cached"
+_ITSELF = object()  # as_cached: the request itself (kept as a marker, not as a cycle)
 
 
 def primary_key(upstream: str, path: str, query: str) -> str:
@@ -46,11 +49,20 @@ def bypass_reason(request: UpstreamRequest) -> str | None:
 def as_cached(request: UpstreamRequest) -> UpstreamRequest:
     """The request as the cache sends it upstream, and keys it: without the client's validators,
     which the cache answers from the entry (sent upstream they could only earn a 304 there is
-    nothing to store from)."""
-    if not any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
+    nothing to store from). Made once per planned request and kept with it, keys and all."""
+    derived = request.derived
+    cached: object = derived.get(_AS_CACHED)
+    if cached is None:
+        if any(k.lower() in CONDITIONAL_HEADERS for k, _ in request.headers):
+            cached = replace(request, headers=tuple((k, v) for k, v in request.headers
+                                                    if k.lower() not in CONDITIONAL_HEADERS))
+        else:
+            cached = _ITSELF
+        derived[_AS_CACHED] = cached
+    if cached is _ITSELF:
         return request
-    return replace(request, headers=tuple((k, v) for k, v in request.headers
-                                          if k.lower() not in CONDITIONAL_HEADERS))
+    assert isinstance(cached, UpstreamRequest)
+    return cached
 
 
 def header_values(headers: Iterable[tuple[str, str]], name: str) -> str:

@@ -8,7 +8,8 @@ text back. This module decides nothing about freshness; it only says what was de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 CACHE_NAME = "jsonp-cors-bridge"  # the member's name, as RFC 9211 section 2 asks: the cache's own
 
@@ -27,8 +28,15 @@ class CacheStatus:
     detail: str | None = None  # stale-if-error: a stale entry stood in for a failing upstream;
     # stale-while-revalidate: a stale entry answered while one background refresh renews it
     collapsed: bool = False  # this request waited for another's fetch and shares its answer
+    text: str = field(init=False, compare=False, repr=False)  # the member as sent, made once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", self._render())
 
     def __str__(self) -> str:
+        return self.text
+
+    def _render(self) -> str:
         parts = [CACHE_NAME]
         if self.hit:
             parts.append("hit")
@@ -62,7 +70,13 @@ class CacheStatus:
 
 
 def hit_status(ttl: float, detail: str | None = None) -> CacheStatus:
-    return CacheStatus(True, int(ttl), detail=detail)
+    return _hit_status(int(ttl), detail)
+
+
+@lru_cache(maxsize=1024)
+def _hit_status(ttl: int, detail: str | None) -> CacheStatus:
+    # A status is immutable, and a hit's differs only by its whole seconds of ttl: one per value.
+    return CacheStatus(True, ttl, detail=detail)
 
 
 def forwarded_status(reason: str, *, stored: bool = False, fwd_status: int | None = None,

@@ -17,9 +17,11 @@ number of series. This module counts; it does not decide, log or alert.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from flask import Flask, Response
@@ -30,10 +32,23 @@ from ..cache import EVENTS as CACHE_EVENTS
 from ..upstream.client import Exchange
 from .access import AccessRecord
 
+log = logging.getLogger(__name__)
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_EVERY = 1.0  # seconds a worker's increments wait, at most, before its counter files hold them
 # Loopback upstreams answer in about a millisecond, public APIs in tens to hundreds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# This process's id, kept up to date across forks, so that a count asks no system call for it.
+_process_id = os.getpid()
+
+
+def _forked() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class BridgeMetrics:
@@ -57,9 +72,9 @@ class BridgeMetrics:
         self._request_children: dict[tuple[str, str, int], Any] = {}
         # Present at zero from the start, so rate() works at once.
         self._event_children = {event: self.cache_events.labels(event) for event in CACHE_EVENTS}
-        # Multiprocess mode: increments gathered here, added to the files by ``flush``.
-        self._gathered: dict[Any, int] | None = {} if multiprocess_dir is not None else None
-        self._gathered_lock = threading.Lock()
+        # Multiprocess mode: increments gathered here, one child per count, added to the files by
+        # ``flush``.
+        self._gathered: deque[Any] | None = deque() if multiprocess_dir is not None else None
         self._flusher_pid = 0
         if self._gathered is not None:
             atexit.register(self.flush)
@@ -69,25 +84,35 @@ class BridgeMetrics:
         if gathered is None:
             child.inc()
             return
-        with self._gathered_lock:
-            gathered[child] = gathered.get(child, 0) + 1
-        if self._flusher_pid != os.getpid():  # the first count of this process (gunicorn forks)
-            self._flusher_pid = os.getpid()
+        gathered.append(child)  # one atomic append: no lock for the request threads to queue on
+        if self._flusher_pid != _process_id:  # the first count of this process (gunicorn forks)
+            self._flusher_pid = _process_id
             threading.Thread(target=self._flush_often, name="metrics", daemon=True).start()
 
     def _flush_often(self) -> None:
-        pid = os.getpid()
+        pid = _process_id
         while self._flusher_pid == pid:
             time.sleep(FLUSH_EVERY)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a full disk, say: the counts wait for the next turn
+                log.exception("metrics: could not add this worker's counts to its files")
 
     def flush(self) -> None:
-        """Add the increments gathered in this process to its counters' files."""
-        if self._gathered is None:
+        """Add the increments gathered in this process to its counters' files. Each is taken off
+        the queue once, so a flush from a scrape and one from the flusher never count one twice."""
+        gathered = self._gathered
+        if gathered is None:
             return
-        with self._gathered_lock:
-            gathered, self._gathered = self._gathered, {}
-        for child, amount in gathered.items():
+        counts: dict[Any, int] = {}
+        take = gathered.popleft
+        while gathered:
+            try:
+                child = take()
+            except IndexError:  # emptied meanwhile by the other flush
+                break
+            counts[child] = counts.get(child, 0) + 1
+        for child, amount in counts.items():
             child.inc(amount)
 
     def record_access(self, record: AccessRecord) -> None:

@@ -207,7 +207,7 @@ def _add_cache_fields(headers: list[tuple[str, str]], answer: Answer) -> None:
     """This answer's Cache-Status member, after the upstream's own (RFC 9211: nearest the user
     last), and the cache's Age."""
     if answer.cache_status:
-        headers.append(("Cache-Status", str(answer.cache_status)))
+        headers.append(("Cache-Status", answer.cache_status.text))
     if answer.age is not None:
         headers.append(("Age", str(answer.age)))
     elif (age := answer.response.header("age")) is not None:

@@ -134,9 +134,11 @@ class ProxyRequest:
 
     @property
     def shape(self) -> tuple[str, ...]:
-        """Everything the policies read, as one hashable value."""
+        """Everything the policies read, as one hashable value: the header names in order, then
+        their values (as many of each, so the tuple splits back into exactly one request)."""
+        headers = self.headers
         return (self.kind, self.method, self.path, self.query, self.decoded_path,
-                str(self.target_length), *(item for pair in self.headers.items() for item in pair))
+                str(self.target_length), *headers, *headers.values())
 
     def header(self, key: str) -> str | None:
         """A request header by its environ key (``HTTP_ORIGIN``)."""

@@ -9,6 +9,7 @@ the road a request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import UpstreamConfig
 from ..policy.paths import upstream_url
@@ -22,9 +23,10 @@ class UpstreamRequest:
     query: str = ""  # the raw query string, as forwarded (proxy/forward.py)
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
-    # What the cache derives from this request (its keys), kept with it: the road plans one request
-    # per request shape and hands the same one to the gateway every time. No part of its equality.
-    derived: dict[object, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # What the cache derives from this request (its keys, its cached form), kept with it: the road
+    # plans one request per request shape and hands the same one to the gateway every time. No part
+    # of its equality.
+    derived: dict[object, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def url(self) -> str:
