@@ -55,6 +55,10 @@ class Store(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+def _nobody_listens(name: str) -> None:
+    pass
+
+
 class Cache:
     """The store, the locks across processes, the settings and the clock, and this process's flight."""
 
@@ -64,7 +68,10 @@ class Cache:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.on_event = on_event or (lambda name: None)
+        self._hooks: tuple[EventHook, ...] = ()
+        self.on_event: EventHook = _nobody_listens
+        if on_event is not None:
+            self.listen(on_event)
         self.locks: FetchLocks = locks or LocalLocks(None)
         self.flight = SingleFlight()
         # With the memory store, purges reach the other workers through the shared log; the purges
@@ -80,9 +87,8 @@ class Cache:
     def from_config(cls, config: Config, clock: Clock = time.time,
                     on_event: EventHook | None = None) -> Cache:
         settings = config.cache
-        hook = on_event or (lambda name: None)
 
-        # The store reports through the cache's hook, so replacing ``cache.on_event`` reaches both.
+        # The store reports through the cache, so a hook added later (``listen``) hears it too.
         def relay(name: str) -> None:
             cache.event(name)
 
@@ -101,7 +107,7 @@ class Cache:
         else:
             connection = RedisConnection(settings.backend, clock, relay)
             store, locks = RedisStore(connection), RedisLocks(connection)
-        cache = cls(settings, store, clock, hook, locks)  # made before gunicorn forks: one purge log
+        cache = cls(settings, store, clock, on_event, locks)  # made before gunicorn forks: one purge log
         return cache
 
     # --- entries and Vary records, by the keys ``key.py`` derives ---
@@ -230,6 +236,20 @@ class Cache:
             self.locks.withdraw(key.removeprefix(ENTRY))
         self._purges.append((at, scope))
         return len(dropped)
+
+    def listen(self, hook: EventHook) -> None:
+        """Have ``hook`` hear every event too, after those already listening: called as it is when
+        it is the only one (a hit's count is one call), else with the others in turn."""
+        hooks = self._hooks = (*self._hooks, hook)
+        if len(hooks) == 1:
+            self.on_event = hook
+            return
+
+        def each(name: str) -> None:
+            for listener in hooks:
+                listener(name)
+
+        self.on_event = each
 
     def event(self, name: str) -> None:
         try:

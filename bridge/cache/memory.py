@@ -58,8 +58,9 @@ class MemoryStore:
 
     def get(self, key: str) -> Stored | None:
         with self._lock:
-            value = self._lru.get(key)
-            if value is None:
+            try:
+                value = self._lru[key]  # not .get(): that asks ``in`` first, a second lookup
+            except KeyError:
                 return None
             if value[0] <= self.clock():
                 del self._lru[key]

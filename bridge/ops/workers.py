@@ -168,10 +168,14 @@ class DatedResponse(Response):
         for name, value in headers:
             lowered = name.lower()
             if lowered in _SPECIAL:
-                if lowered == "date":
+                if lowered == "content-length":  # read, and passed on, as gunicorn does
+                    value = value.strip(" \t")
+                    self.response_length = int(value)
+                    kept.append((name, value))
+                elif lowered == "date":
                     if self.app_date is None:  # the first, as a recipient reads one (RFC 9110 5.3)
                         self.app_date = value.strip(" \t")
-                else:  # Content-Length and hop-by-hop fields: gunicorn's rules, one field at a time
+                else:  # the hop-by-hop fields: gunicorn's rules, one field at a time
                     super().process_headers([(name, value)])
                 continue
             kept.append((name, value.strip(" \t")))

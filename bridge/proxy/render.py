@@ -80,27 +80,21 @@ def _set(headers: list[tuple[str, str]], name: str, value: str) -> None:
     headers.append((name, value))
 
 
-def _bodiless(status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """RFC 9110: no Content-Length on 1xx and 204; a 304 carries no entity headers but Expires
-    and Content-Location."""
-    if status == 304:
-        return [(k, v) for k, v in headers if k.lower() not in _ENTITY_HEADERS]
-    return headers
-
-
-def has_body(status: int, method: str) -> bool:
-    return method != "HEAD" and status >= 200 and status not in (204, 304)
-
-
 def finish(reply: Reply, method: str, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
     """The headers and body that go on the wire: the request id, and the length of the body (sent
-    for HEAD as for GET; never for 1xx, 204 or 304, which have no body)."""
+    for HEAD as for GET). RFC 9110: 1xx, 204 and 304 have no body and no Content-Length; a 304
+    carries no entity headers but Expires and Content-Location (as werkzeug keeps them)."""
     status = reply.status
-    headers = _bodiless(status, list(reply.headers))  # a kept reply (a preflight's) is shared
+    if status == 304:
+        headers = [(k, v) for k, v in reply.headers if k.lower() not in _ENTITY_HEADERS]
+    else:
+        headers = list(reply.headers)  # a copy: a kept reply (a preflight's) is shared
     headers.append(("X-Request-ID", request_id))
-    if status >= 200 and status not in (204, 304):
-        headers.append(("Content-Length", str(len(reply.body))))
-    return headers, reply.body if has_body(status, method) else b""
+    if status < 200 or status in (204, 304):
+        return headers, b""
+    body = reply.body
+    headers.append(("Content-Length", str(len(body))))
+    return headers, b"" if method == "HEAD" else body
 
 
 # --- the CORS path ---
