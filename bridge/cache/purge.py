@@ -107,7 +107,8 @@ class InvalidationTable:
         return self.at(self.offset(address))
 
     def at(self, offset: int) -> float:
-        return float(_STAMP.unpack_from(self._map, offset)[0])
+        stamp: float = _STAMP.unpack_from(self._map, offset)[0]
+        return stamp
 
 
 class PurgeLog:
@@ -130,7 +131,8 @@ class PurgeLog:
         weakref.finalize(self, os.close, fd)
 
     def head(self) -> int:
-        return int(_HEAD.unpack_from(self._map, 0)[0])
+        sequence: int = _HEAD.unpack_from(self._map, 0)[0]
+        return sequence
 
     def write(self, scope: Scope, at: float) -> int:
         import fcntl

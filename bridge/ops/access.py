@@ -61,8 +61,8 @@ _next_id: Iterator[str] = iter(())
 
 def _new_ids() -> None:
     global _next_id
-    prefix = os.urandom(8).hex()
-    _next_id = map(f"{prefix}{{:016x}}".format, itertools.count())
+    prefix = int.from_bytes(os.urandom(8), "big")
+    _next_id = map("%032x".__mod__, itertools.count(prefix << 64))  # the prefix, then the count
 
 
 _new_ids()

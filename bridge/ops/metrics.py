@@ -3,13 +3,13 @@
 ``BridgeMetrics`` owns one private registry per app (so the tests can build many apps) and is fed by
 three seams, never by the views: access records from ``observe`` (requests by path kind, upstream and
 status; refusals; rate limits), upstream exchanges from ``UpstreamClient.observers`` (latency), and
-the cache's ``on_event`` hook (hit, miss, stale, eviction and the rest of ``cache.EVENTS``). Under
-gunicorn with several workers
-each worker counts into its own files in ``PROMETHEUS_MULTIPROC_DIR`` (``app.py`` makes a fresh one and
-marks dead workers) and ``/metrics`` adds them up, so any worker answers for all of them. There, a
-counter's increment takes a lock and writes its file, so each worker gathers its increments in
-memory and adds them to the files every ``FLUSH_EVERY`` (and before it answers ``/metrics``, and at
-exit): a scrape sees another worker's requests at most that late. Labels only ever carry configured
+the cache's listeners (hit, miss, stale, eviction and the rest of ``cache.EVENTS``). Under gunicorn
+with several workers each worker counts into its own files in ``PROMETHEUS_MULTIPROC_DIR`` (``app.py``
+makes a fresh one and marks dead workers) and ``/metrics`` adds them up, so any worker answers for all
+of them. There, a counter's increment takes a lock and writes its file, so each thread of a worker
+tallies its counts in memory, without a lock, and the worker adds what the tallies gained to the
+files every ``FLUSH_EVERY`` (and before it answers ``/metrics``, and at exit): a scrape sees another
+worker's requests at most that late. Labels only ever carry configured
 upstream names and the bridge's own codes, never a client-chosen string, so a client cannot grow the
 number of series. This module counts; it does not decide, log or alert.
 """
@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from flask import Flask, Response
@@ -72,26 +71,51 @@ class BridgeMetrics:
         self._request_children: dict[tuple[str, str, int], Any] = {}
         # Present at zero from the start, so rate() works at once.
         self._event_children = {event: self.cache_events.labels(event) for event in CACHE_EVENTS}
-        # Multiprocess mode: increments gathered here, one child per count, added to the files by
-        # ``flush``.
-        self._gathered: deque[Any] | None = deque() if multiprocess_dir is not None else None
-        self._flusher_pid = 0
-        if self._gathered is not None:
+        # Multiprocess mode: each thread tallies its own counts (only it writes its tally, so no
+        # lock), and ``flush`` adds to the files what each tally gained since the last flush.
+        self._tallies: list[dict[Any, int]] | None = [] if multiprocess_dir is not None else None
+        self._flushed: list[dict[Any, int]] = []  # what of each tally the files already hold
+        self._local = threading.local()
+        self._tally_pid = _process_id
+        self._lock = threading.Lock()  # new tallies, flushes; never taken by a count
+        if self._tallies is not None:
             atexit.register(self.flush)
 
     def _inc(self, child: Any) -> None:
-        gathered = self._gathered
-        if gathered is None:
+        if self._tallies is None:
             child.inc()
             return
-        gathered.append(child)  # one atomic append: no lock for the request threads to queue on
-        if self._flusher_pid != _process_id:  # the first count of this process (gunicorn forks)
-            self._flusher_pid = _process_id
-            threading.Thread(target=self._flush_often, name="metrics", daemon=True).start()
+        if self._tally_pid != _process_id:
+            self._forked()
+        try:
+            tally: dict[Any, int] = self._local.tally
+        except AttributeError:
+            tally = self._new_tally()
+        tally[child] = tally.get(child, 0) + 1
 
-    def _flush_often(self) -> None:
-        pid = _process_id
-        while self._flusher_pid == pid:
+    def _new_tally(self) -> dict[Any, int]:
+        tally: dict[Any, int] = {}
+        with self._lock:
+            assert self._tallies is not None
+            first = not self._tallies
+            self._tallies.append(tally)
+            self._flushed.append({})
+        self._local.tally = tally
+        if first:  # the first count of this process: its flusher starts
+            threading.Thread(target=self._flush_often, args=(_process_id,), name="metrics",
+                             daemon=True).start()
+        return tally
+
+    def _forked(self) -> None:
+        """In a child forked after counting (gunicorn forks before): the tallies are the parent's."""
+        with self._lock:
+            if self._tally_pid != _process_id:
+                self._tallies, self._flushed = [], []
+                self._local = threading.local()
+                self._tally_pid = _process_id
+
+    def _flush_often(self, pid: int) -> None:
+        while self._tally_pid == pid:
             time.sleep(FLUSH_EVERY)
             try:
                 self.flush()
@@ -99,21 +123,16 @@ class BridgeMetrics:
                 log.exception("metrics: could not add this worker's counts to its files")
 
     def flush(self) -> None:
-        """Add the increments gathered in this process to its counters' files. Each is taken off
-        the queue once, so a flush from a scrape and one from the flusher never count one twice."""
-        gathered = self._gathered
-        if gathered is None:
+        """Add to this process's counter files what every thread counted since the last flush."""
+        if self._tallies is None:
             return
-        counts: dict[Any, int] = {}
-        take = gathered.popleft
-        while gathered:
-            try:
-                child = take()
-            except IndexError:  # emptied meanwhile by the other flush
-                break
-            counts[child] = counts.get(child, 0) + 1
-        for child, amount in counts.items():
-            child.inc(amount)
+        with self._lock:
+            for tally, flushed in zip(self._tallies, self._flushed, strict=True):
+                for child, total in list(tally.items()):  # one step: its thread may add a child
+                    amount = total - flushed.get(child, 0)
+                    if amount:
+                        child.inc(amount)
+                        flushed[child] = total
 
     def record_access(self, record: AccessRecord) -> None:
         key = (record.kind, record.upstream, record.status)
