@@ -50,7 +50,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _SCRIPT_LOCK = Lock()  # taken once per answer that no entry holds, on its first JSONP read
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
     response: UpstreamResponse
     cache_status: CacheStatus | None = None

@@ -51,6 +51,7 @@ class Reply:
     body: bytes = b""
     error: str = ""  # the bridge's refusal code, for the access record; "" for an upstream's answer
     cache_status: CacheStatus | None = field(default=None)  # the bridge's Cache-Status member
+    shared: bool = False  # kept and sent again (a preflight's answer): ``finish`` never changes it
 
 
 @lru_cache(maxsize=256)
@@ -87,8 +88,10 @@ def finish(reply: Reply, method: str, request_id: str) -> tuple[list[tuple[str, 
     status = reply.status
     if status == 304:
         headers = [(k, v) for k, v in reply.headers if k.lower() not in _ENTITY_HEADERS]
+    elif reply.shared:
+        headers = list(reply.headers)
     else:
-        headers = list(reply.headers)  # a copy: a kept reply (a preflight's) is shared
+        headers = reply.headers  # made for this request alone
     headers.append(("X-Request-ID", request_id))
     if status < 200 or status in (204, 304):
         return headers, b""
@@ -133,9 +136,10 @@ def cors_error(error: BridgeError, policy: CorsPolicy, origin: str | None) -> Re
 
 
 def preflight_answer(status: int, verdict_headers: Iterable[tuple[str, str]]) -> Reply:
+    """A granted preflight's answer, the same for every preflight of its shape (the road keeps it)."""
     headers = list(verdict_headers)
     add_vary(headers, "Access-Control-Request-Method", "Access-Control-Request-Headers", "Origin")
-    return Reply(status, headers)
+    return Reply(status, headers, shared=True)
 
 
 def preflight_error(error: BridgeError) -> Reply:
