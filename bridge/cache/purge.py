@@ -29,7 +29,7 @@ Address = tuple[str, str, str]
 
 RECORDS = 256  # purges kept in the ring; a worker further behind than this drops all it holds
 RECORD_BYTES = 1024
-_HEAD = struct.Struct("<Q")  # the sequence number of the last record written
+_HEAD_SIZE = 8  # the sequence number of the last record written, an unsigned 64-bit integer
 _RECORD = struct.Struct("<QdH")  # its sequence number, time, length of its JSON
 
 
@@ -74,7 +74,7 @@ EVERYTHING = Scope()  # what a worker drops when it fell too far behind the log
 
 
 INVALIDATION_SLOTS = 65536  # 512 KiB of shared memory; two urls in one slot cost each an extra miss
-_STAMP = struct.Struct("<d")
+_STAMP_SIZE = 8  # a double
 
 
 @lru_cache(maxsize=4096)
@@ -92,22 +92,25 @@ class InvalidationTable:
 
     def __init__(self, slots: int = INVALIDATION_SLOTS) -> None:
         self.slots = slots
-        self._map = mmap.mmap(-1, slots * _STAMP.size)
+        self._map = mmap.mmap(-1, slots * _STAMP_SIZE)
+        # The times as doubles, read and written in place (one index, no struct per hit).
+        self._stamps = memoryview(self._map).cast("d")
 
     def mark(self, address: Address, at: float) -> None:
-        offset = _slot(address, self.slots) * _STAMP.size
-        if _STAMP.unpack_from(self._map, offset)[0] < at:
-            _STAMP.pack_into(self._map, offset, at)
+        slot = _slot(address, self.slots)
+        if self._stamps[slot] < at:
+            self._stamps[slot] = at
 
     def offset(self, address: Address) -> int:
-        """Where the table keeps ``address``'s time: an entry remembers it, so a hit hashes nothing."""
-        return _slot(address, self.slots) * _STAMP.size
+        """Where the table keeps ``address``'s time (its slot): an entry remembers it, so a hit
+        hashes nothing."""
+        return _slot(address, self.slots)
 
     def invalidated_at(self, address: Address) -> float:
         return self.at(self.offset(address))
 
     def at(self, offset: int) -> float:
-        stamp: float = _STAMP.unpack_from(self._map, offset)[0]
+        stamp: float = self._stamps[offset]
         return stamp
 
 
@@ -121,7 +124,8 @@ class PurgeLog:
 
     def __init__(self, records: int = RECORDS) -> None:
         self.records = records
-        self._map = mmap.mmap(-1, _HEAD.size + records * RECORD_BYTES)
+        self._map = mmap.mmap(-1, _HEAD_SIZE + records * RECORD_BYTES)
+        self._head = memoryview(self._map)[:_HEAD_SIZE].cast("Q")  # read on every lookup
         # The threads of one process take this lock; the processes, a POSIX record lock on an
         # unlinked file (per process, unlike flock, whose lock a forked child would share).
         self._lock = threading.Lock()
@@ -131,7 +135,7 @@ class PurgeLog:
         weakref.finalize(self, os.close, fd)
 
     def head(self) -> int:
-        sequence: int = _HEAD.unpack_from(self._map, 0)[0]
+        sequence: int = self._head[0]
         return sequence
 
     def write(self, scope: Scope, at: float) -> int:
@@ -142,10 +146,10 @@ class PurgeLog:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
             try:
                 sequence = self.head() + 1
-                offset = _HEAD.size + (sequence % self.records) * RECORD_BYTES
+                offset = _HEAD_SIZE + (sequence % self.records) * RECORD_BYTES
                 _RECORD.pack_into(self._map, offset, sequence, at, len(data))
                 self._map[offset + _RECORD.size:offset + _RECORD.size + len(data)] = data
-                _HEAD.pack_into(self._map, 0, sequence)
+                self._head[0] = sequence
             finally:
                 fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
         return sequence
@@ -156,7 +160,7 @@ class PurgeLog:
             return None
         found = []
         for sequence in range(seen + 1, head + 1):
-            offset = _HEAD.size + (sequence % self.records) * RECORD_BYTES
+            offset = _HEAD_SIZE + (sequence % self.records) * RECORD_BYTES
             written, at, length = _RECORD.unpack_from(self._map, offset)
             if written != sequence:
                 return None  # overwritten while we read: too far behind

@@ -9,7 +9,6 @@ text back. This module decides nothing about freshness; it only says what was de
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 CACHE_NAME = "jsonp-cors-bridge"  # the member's name, as RFC 9211 section 2 asks: the cache's own
 
@@ -29,9 +28,14 @@ class CacheStatus:
     # stale-while-revalidate: a stale entry answered while one background refresh renews it
     collapsed: bool = False  # this request waited for another's fetch and shares its answer
     text: str = field(init=False, compare=False, repr=False)  # the member as sent, made once
+    # hit, stale (an entry served for a failing upstream) or miss (the upstream was asked, a
+    # revalidation included): what the access log and the metrics count. Made once.
+    outcome: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", self._render())
+        outcome = "stale" if self.detail == "stale-if-error" else "hit" if self.hit else "miss"
+        object.__setattr__(self, "outcome", outcome)
 
     def __str__(self) -> str:
         return self.text
@@ -56,27 +60,27 @@ class CacheStatus:
             parts.append("collapsed")
         return "; ".join(parts)
 
-    @property
-    def outcome(self) -> str:
-        """hit, stale (an entry served for a failing upstream) or miss (the upstream was asked,
-        a revalidation included): what the access log and the metrics count."""
-        if self.detail == "stale-if-error":
-            return "stale"
-        return "hit" if self.hit else "miss"
-
     def shared(self) -> CacheStatus:
         """This status, for a request that waited for the fetch it describes."""
         return replace(self, collapsed=True)
 
 
+# A status is immutable, and a fresh hit's differs only by its whole seconds of ttl: one per value
+# (as many as there are seconds in the longest lifetime served; past this many, made each time).
+_FRESH_HITS: dict[int, CacheStatus] = {}
+FRESH_HITS_KEPT = 4096
+
+
 def hit_status(ttl: float, detail: str | None = None) -> CacheStatus:
-    return _hit_status(int(ttl), detail)
-
-
-@lru_cache(maxsize=1024)
-def _hit_status(ttl: int, detail: str | None) -> CacheStatus:
-    # A status is immutable, and a hit's differs only by its whole seconds of ttl: one per value.
-    return CacheStatus(True, ttl, detail=detail)
+    seconds = int(ttl)
+    if detail is not None:
+        return CacheStatus(True, seconds, detail=detail)
+    status = _FRESH_HITS.get(seconds)
+    if status is None:
+        status = CacheStatus(True, seconds)
+        if len(_FRESH_HITS) < FRESH_HITS_KEPT:
+            _FRESH_HITS[seconds] = status
+    return status
 
 
 def forwarded_status(reason: str, *, stored: bool = False, fwd_status: int | None = None,
