@@ -142,7 +142,9 @@ def serve(argv: list[str]) -> None:
             self.cfg.set("on_exit", lambda server: shutil.rmtree(metrics_dir, ignore_errors=True))
 
         def load(self) -> Any:
-            return create_app(config)
+            # The app's own WSGI callable (the proxy road mounted in front of Flask's routes): all
+            # that Flask.__call__ would do is call it.
+            return create_app(config).wsgi_app
 
     BridgeServer().run()
 

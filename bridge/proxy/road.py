@@ -97,7 +97,7 @@ class ProxyRoad:
         started = time.perf_counter()
         kind = "cors" if environ.get("PATH_INFO", "").startswith("/cors/") else "jsonp"
         request = ProxyRequest.read(environ, kind)
-        request_id = accepted_request_id(request.header("HTTP_X_REQUEST_ID")) or new_request_id()
+        request_id = accepted_request_id(request.headers.get("HTTP_X_REQUEST_ID")) or new_request_id()
         try:
             reply = self.serve(request, request_id)
         except BridgeError as error:
