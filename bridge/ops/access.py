@@ -112,7 +112,9 @@ class _BareLines(logging.StreamHandler):
     def writes_bare(self, logger: logging.Logger) -> bool:
         """Whether handing ``logger`` a record would only reach this handler and write the message
         as it is: then ``write`` does the same without building the record."""
-        return (logger.handlers == [self] and not logger.propagate and not logger.filters
+        handlers = logger.handlers
+        return (len(handlers) == 1 and handlers[0] is self and not logger.propagate
+                and not logger.filters
                 and not self.filters and self.level <= logging.INFO
                 and self.formatter is self.bare_formatter)
 
