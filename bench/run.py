@@ -422,6 +422,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--warm", type=float, default=1,
+                        help="seconds of unmeasured load on each target just before each measured run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--herd", type=int, default=200)
     parser.add_argument("--keys", type=int, default=0,
@@ -511,6 +513,8 @@ def main() -> None:
         for round_no in range(args.rounds):
             order = names[round_no % len(names):] + names[:round_no % len(names)]
             for name in order:
+                if args.warm > 0:  # the target was idle, or another server was just busy: not measured
+                    run_wrk(targets[name], args.warm, args.connections, script=scripts.get(name))
                 spread: list[str] = []
                 rps, p50, p99, non_2xx, errors, _ = run_wrk(targets[name], args.seconds, args.connections,
                                                             script=scripts.get(name), spread=spread)
@@ -591,7 +595,8 @@ def main() -> None:
                               FIXED_OVERHEAD_MIB, False))
 
         report = {"command": " ".join(sys.argv), "info": info, "cache_status": cache_status,
-                  "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
+                  "rounds": args.rounds, "seconds": args.seconds, "warm": args.warm,
+                  "connections": args.connections,
                   "medians": medians, "balanced_medians": balanced_medians,
                   "goals": [asdict(g) for g in goals], "herd": herd_result, "spread": spread_effect,
                   "stale_while_revalidate": swr,
@@ -617,7 +622,8 @@ def render(report: dict[str, Any]) -> str:
         f"load average before/after: {info['load_before']} / {info['load_after']} "
         "(the machine is shared; medians over interleaved rounds)",
         f"wrk: 1 thread, {report['connections']} connections, "
-        f"{report['seconds']:g}s x {report['rounds']} rounds",
+        f"{report['seconds']:g}s x {report['rounds']} rounds, each run after {report.get('warm', 0):g}s "
+        "of unmeasured load on its target",
         "",
         f"{'target':<15}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}",
     ]
