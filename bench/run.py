@@ -622,7 +622,7 @@ def render(report: dict[str, Any]) -> str:
         f"load average before/after: {info['load_before']} / {info['load_after']} "
         "(the machine is shared; medians over interleaved rounds)",
         f"wrk: 1 thread, {report['connections']} connections, "
-        f"{report['seconds']:g}s x {report['rounds']} rounds, each run after {report.get('warm', 0):g}s "
+        f"{report['seconds']:g}s x {report['rounds']} rounds, each run after {report['warm']:g}s "
         "of unmeasured load on its target",
         "",
         f"{'target':<15}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}",

@@ -127,10 +127,10 @@ class Cache:
         table = self.invalidations
         if table is None:
             return False
-        offset = entry.invalidation_offset
-        if offset < 0:
-            offset = entry.invalidation_offset = table.offset(entry.address)
-        return table.at(offset) >= entry.stored_at
+        slot = entry.invalidation_slot
+        if slot < 0:
+            slot = entry.invalidation_slot = table.slot(entry.address)
+        return table.at(slot) >= entry.stored_at
 
     def vary(self, primary: str) -> tuple[str, ...] | None:
         found = self.store.get(VARY + primary)

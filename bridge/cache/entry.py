@@ -63,7 +63,7 @@ class CacheEntry:
     # upstream gave it (Surrogate-Key / Cache-Tag, never sent to clients).
     address: tuple[str, str, str] = ("", "", "")
     tags: tuple[str, ...] = ()
-    invalidation_offset: int = -1  # where the invalidation table keeps its url's time, once looked up
+    invalidation_slot: int = -1  # where the invalidation table keeps its url's time, once looked up
 
     def age(self, now: float) -> int:
         return max(0, int(self.initial_age + now - self.stored_at))

@@ -101,16 +101,15 @@ class InvalidationTable:
         if self._stamps[slot] < at:
             self._stamps[slot] = at
 
-    def offset(self, address: Address) -> int:
-        """Where the table keeps ``address``'s time (its slot): an entry remembers it, so a hit
-        hashes nothing."""
+    def slot(self, address: Address) -> int:
+        """Where the table keeps ``address``'s time: an entry remembers it, so a hit hashes nothing."""
         return _slot(address, self.slots)
 
     def invalidated_at(self, address: Address) -> float:
-        return self.at(self.offset(address))
+        return self.at(self.slot(address))
 
-    def at(self, offset: int) -> float:
-        stamp: float = self._stamps[offset]
+    def at(self, slot: int) -> float:
+        stamp: float = self._stamps[slot]
         return stamp
 
 

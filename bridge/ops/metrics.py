@@ -73,8 +73,9 @@ class BridgeMetrics:
         self._event_children = {event: self.cache_events.labels(event) for event in CACHE_EVENTS}
         # Multiprocess mode: each thread tallies its own counts (only it writes its tally, so no
         # lock), and ``flush`` adds to the files what each tally gained since the last flush.
-        self._tallies: list[dict[Any, int]] | None = [] if multiprocess_dir is not None else None
-        self._flushed: list[dict[Any, int]] = []  # what of each tally the files already hold
+        # Each tally beside what of it the files already hold.
+        self._tallies: list[tuple[dict[Any, int], dict[Any, int]]] | None = \
+            [] if multiprocess_dir is not None else None
         self._local = threading.local()
         self._tally_pid = _process_id
         self._lock = threading.Lock()  # new tallies, flushes; never taken by a count
@@ -86,7 +87,7 @@ class BridgeMetrics:
             child.inc()
             return
         if self._tally_pid != _process_id:
-            self._forked()
+            self._drop_the_parents_tallies()
         try:
             tally: dict[Any, int] = self._local.tally
         except AttributeError:
@@ -98,19 +99,18 @@ class BridgeMetrics:
         with self._lock:
             assert self._tallies is not None
             first = not self._tallies
-            self._tallies.append(tally)
-            self._flushed.append({})
+            self._tallies.append((tally, {}))
         self._local.tally = tally
         if first:  # the first count of this process: its flusher starts
             threading.Thread(target=self._flush_often, args=(_process_id,), name="metrics",
                              daemon=True).start()
         return tally
 
-    def _forked(self) -> None:
+    def _drop_the_parents_tallies(self) -> None:
         """In a child forked after counting (gunicorn forks before): the tallies are the parent's."""
         with self._lock:
             if self._tally_pid != _process_id:
-                self._tallies, self._flushed = [], []
+                self._tallies = []
                 self._local = threading.local()
                 self._tally_pid = _process_id
 
@@ -127,7 +127,7 @@ class BridgeMetrics:
         if self._tallies is None:
             return
         with self._lock:
-            for tally, flushed in zip(self._tallies, self._flushed, strict=True):
+            for tally, flushed in self._tallies:
                 for child, total in list(tally.items()):  # one step: its thread may add a child
                     amount = total - flushed.get(child, 0)
                     if amount:

@@ -156,18 +156,17 @@ class Gateway:
         vary = cache.vary(primary)
         _, key = request_keys(request, vary)
         entry, now = cache.entry(key), cache.clock()
-        ttl = entry.ttl(now) if entry is not None else 0.0
-        if entry is not None and ttl > 0:  # fresh
+        if entry is not None and entry.is_fresh(now):
             cache.event("hit")
-            return self._entry_answer(entry, key, hit_status(ttl), now)
-        if entry is not None and -ttl < stale_while_revalidate(
+            return self._entry_answer(entry, key, hit_status(entry.ttl(now)), now)
+        if entry is not None and -entry.ttl(now) < stale_while_revalidate(
                 entry.response, request.upstream.stale_while_revalidate):
             # RFC 5861: answered at once from the stale entry while one refresh renews it.
             cache.event("hit")
             refresh = request if request.method == "GET" else replace(request, method="GET")
             self.refresher.submit(key, lambda: self._refresh(refresh, primary, key, entry))
-            return self._entry_answer(entry, key, hit_status(ttl, detail="stale-while-revalidate"),
-                                      now)
+            return self._entry_answer(entry, key, hit_status(entry.ttl(now),
+                                                             detail="stale-while-revalidate"), now)
         reason = "stale" if entry is not None else ("vary-miss" if vary else "uri-miss")
         if request.method == "HEAD":
             # HEAD is served from GET's entries, but a HEAD miss has no body to store.
