@@ -20,6 +20,8 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import create_app
 from bridge.cache.entry import new_entry, pairs_size
@@ -301,6 +303,44 @@ def test_requests_one_byte_apart_are_judged_on_their_own(client: FlaskClient,
     assert client.get("/jsonp/api/d?callback=cb", headers={"X-Note": "a\x00b"}).status_code == 400
     assert client.get("/jsonp/api/d?callback=cb&callback=cb").status_code == 400
     assert client.get("/jsonp/api/d?callback=cb", headers={"Origin": "x"}).status_code == 200
+
+
+_ENVIRON_CHOICES = {
+    "RAW_URI": (None, "", "/cors/api/d", "/cors/api/d?q=1", "/b/cors/api/d", "/cors/a%70i/d",
+                "http://h/cors/api/d", "/cors/api"),
+    "REQUEST_URI": (None, "/cors/api/d", "/cors/api/e"),
+    "SCRIPT_NAME": (None, "", "/b"),
+    "PATH_INFO": (None, "/cors/api/d", "/cors/api/e", "/cors/api"),
+    "QUERY_STRING": (None, "", "q=1"),
+    "REQUEST_METHOD": (None, "GET", "HEAD"),
+    "HTTP_ORIGIN": (None, "https://a.example", "https://b.example"),
+    "CONTENT_TYPE": (None, "text/plain"),
+    "REMOTE_ADDR": (None, "127.0.0.1", "10.0.0.1"),  # the budget's: read on every request
+    "SERVER_NAME": (None, "h", "i"),
+}
+_environs = st.fixed_dictionaries({key: st.sampled_from(choices)
+                                   for key, choices in _ENVIRON_CHOICES.items()})
+
+
+@settings(max_examples=1000)
+@given(_environs, st.data())
+def test_requests_of_one_shape_read_alike(first: dict[str, str | None], data: st.DataObject) -> None:
+    """The shape is everything a policy reads: two requests of one shape have every field alike
+    (so what the road made of one is right for the other), whatever else their environs hold."""
+    from bridge.proxy.request import ProxyRequest
+
+    changed = data.draw(st.lists(st.sampled_from(sorted(_ENVIRON_CHOICES)), max_size=2, unique=True))
+    second = {**first, **{key: data.draw(st.sampled_from(_ENVIRON_CHOICES[key])) for key in changed}}
+
+    def read(environ: dict[str, str | None]) -> ProxyRequest:
+        return ProxyRequest.read({k: v for k, v in environ.items() if v is not None}, "cors")
+
+    one, other = read(first), read(second)
+    if one.shape != other.shape:
+        return
+    fields = ("method", "path", "query", "decoded_path", "target_length", "headers", "name", "rest",
+              "is_preflight", "has_body", "pairs")
+    assert [getattr(one, f) for f in fields] == [getattr(other, f) for f in fields]
 
 
 def test_what_the_road_remembers_is_bounded(app: Flask, upstream: UpstreamServer) -> None:

@@ -1,9 +1,9 @@
 """A request to ``/cors/`` or ``/jsonp/`` as the road reads it, once, from the WSGI environ.
 
-``ProxyRequest.read`` takes the path and query as the client sent them (the raw request target, still
+``ProxyRequest`` takes the path and query as the client sent them (the raw request target, still
 percent-encoded: werkzeug's ``PATH_INFO`` is decoded, which would turn ``%2F`` into a separator), the
 method, the client's address (after ``ProxyFix``, when the bridge trusts proxies) and the headers
-straight from the environ. ``shape_problem`` is the check that runs before anything else, on every
+straight from the environ, each read once (the path when first asked for). ``shape_problem`` is the check that runs before anything else, on every
 route of the bridge: a request too long or too odd to be a browser's. This module reads and checks;
 it decides nothing about CORS, JSONP, budgets or upstreams.
 """
@@ -105,40 +105,67 @@ def parse_query(query: str) -> tuple[tuple[str, str], ...]:
 class ProxyRequest:
     """What the road knows of a request before any policy: where it goes and what it carries.
 
-    Every policy reads these fields and nothing else of the request; ``shape`` is all of them, so
-    two requests of one shape are judged alike (the road remembers what it made of recent shapes).
-    ``environ`` is kept only for the body and the client's address, which no policy reads.
+    Every policy reads these fields and nothing else of the request; ``shape`` is all the environ
+    they are read from, so two requests of one shape are judged alike (the road remembers what it
+    made of recent shapes). The raw path and what is made of it (``path``, ``target_length``,
+    ``name``, ``rest``) are read on first use: a request whose shape the road remembers needs none.
+    ``environ`` is kept only for the body, the client's address and the path.
     """
 
     environ: dict[str, Any]
     kind: str  # "cors", "jsonp", or "other" for Flask's routes
     method: str
-    path: str  # the raw path below SCRIPT_NAME, still percent-encoded
     query: str  # the raw query string, exactly as sent
     decoded_path: str  # PATH_INFO: what the server decoded
-    target_length: int  # characters of the request target as sent
     headers: dict[str, str]  # every request header by its environ key (HTTP_ORIGIN, CONTENT_TYPE)
-    name: str  # the upstream's name as given, decoded; "" for /KIND/ alone
-    rest: str | None  # the raw REST of /KIND/NAME/REST; None when NAME ends the path (no slash)
+    _target: tuple[str, int, str, str | None] | None = None  # path, target_length, name, rest
 
     @classmethod
     def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
-        path, query, target_length = raw_target(environ)
-        headers = {key: value for key, value in environ.items() if key.startswith(_HEADER_KEYS)}
-        after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
-        name, slash, rest = after.partition("/")
-        return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), path, query,
+        return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), environ.get("QUERY_STRING", ""),
                    environ.get("PATH_INFO", ""),
-                   target_length, headers,
-                   unquote(name) if "%" in name else name, rest if slash else None)
+                   {key: value for key, value in environ.items() if key.startswith(_HEADER_KEYS)})
+
+    def target(self) -> tuple[str, int, str, str | None]:
+        target = self._target
+        if target is None:
+            path, _, target_length = raw_target(self.environ)
+            after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
+            name, slash, rest = after.partition("/")
+            target = self._target = (path, target_length, unquote(name) if "%" in name else name,
+                                     rest if slash else None)
+        return target
+
+    @property
+    def path(self) -> str:
+        """The raw path below SCRIPT_NAME, still percent-encoded."""
+        return self.target()[0]
+
+    @property
+    def target_length(self) -> int:
+        """Characters of the request target as sent."""
+        return self.target()[1]
+
+    @property
+    def name(self) -> str:
+        """The upstream's name as given, decoded; "" for /KIND/ alone."""
+        return self.target()[2]
+
+    @property
+    def rest(self) -> str | None:
+        """The raw REST of /KIND/NAME/REST; None when NAME ends the path (no slash)."""
+        return self.target()[3]
 
     @property
     def shape(self) -> tuple[str, ...]:
-        """Everything the policies read, as one hashable value: the header names in order, then
-        their values (as many of each, so the tuple splits back into exactly one request)."""
-        headers = self.headers
-        return (self.kind, self.method, self.path, self.query, self.decoded_path,
-                str(self.target_length), *headers, *headers.values())
+        """All the environ the policies read, as one hashable value: the raw request target, the
+        query, PATH_INFO and SCRIPT_NAME (every path field above is made of these alone), then the
+        header names in order and their values (as many of each, so the tuple splits back into
+        exactly one request)."""
+        environ, headers = self.environ, self.headers
+        return (self.kind, self.method, environ.get("RAW_URI") or environ.get("REQUEST_URI") or "",
+                self.query, self.decoded_path, environ.get("SCRIPT_NAME", ""),
+                *headers, *headers.values())
 
     def header(self, key: str) -> str | None:
         """A request header by its environ key (``HTTP_ORIGIN``)."""

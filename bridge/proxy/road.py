@@ -99,25 +99,27 @@ class ProxyRoad:
         request = ProxyRequest.read(environ, kind)
         request_id = accepted_request_id(request.headers.get("HTTP_X_REQUEST_ID")) or new_request_id()
         try:
-            reply = self.serve(request, request_id)
+            reply, upstream = self.serve(request, request_id)
         except BridgeError as error:
-            reply = self.refusal(request, error)
+            reply, upstream = self.refusal(request, error), self.known_name(request)
         except Exception:  # a bug: the client still gets the JSON shape, the log the traceback
             log.exception("proxy road: failed on %s %s", request.method, request.decoded_path)
             reply = self.refusal(request, InternalError("the bridge failed on this request; the "
                                                         "operator's log has the details"))
+            upstream = self.known_name(request)
         headers, body = render.finish(reply, request.method, request_id)
         start_response(status_line(reply.status), headers)
         self.recorder.record(AccessRecord(
             request.method, "preflight" if kind == "cors" and request.is_preflight else kind,
-            request.name if request.name in self.config.upstreams else "", reply.status,
+            upstream, reply.status,
             reply.cache_status.outcome if reply.cache_status is not None else "",
             time.perf_counter() - started, request_id, reply.error))
         return [body] if body else []
 
     # --- the steps, in order ---
 
-    def serve(self, request: ProxyRequest, request_id: str) -> render.Reply:
+    def serve(self, request: ProxyRequest, request_id: str) -> tuple[render.Reply, str]:
+        """The reply, and the name of the configured upstream it is for ("" when none is)."""
         shape = request.shape if not request.has_body else None
         plan = self.plans.get(shape) if shape is not None else None
         if plan is None:
@@ -127,7 +129,7 @@ class ProxyRoad:
             if problem is not None:
                 raise problem
             if request.rest is None:  # /KIND/NAME: the api's root is /KIND/NAME/
-                return self.slash_redirect(request)
+                return self.slash_redirect(request), self.known_name(request)
             upstream = config.upstreams.get(request.name)
         else:
             upstream = plan.upstream
@@ -139,7 +141,7 @@ class ProxyRoad:
                 if len(self.plans) >= SHAPE_MEMO_SIZE:
                     self.plans.clear()  # cheaper than an LRU's bookkeeping on every request
                 self.plans[shape] = plan
-        return self.answer(request, plan, request_id)
+        return self.answer(request, plan, request_id), plan.upstream.name
 
     def cors_plan(self, request: ProxyRequest, upstream: UpstreamConfig | None) -> Plan:
         upstream = self.known(request, upstream)
@@ -224,6 +226,11 @@ class ProxyRoad:
         if not request.name:
             raise NotFound(f"give an api name: /{request.kind}/NAME/PATH (GET /apis lists them)")
         raise UnknownApi(f"no api named {request.name!r}; GET /apis lists them")
+
+    def known_name(self, request: ProxyRequest) -> str:
+        """The upstream's name for the access record when it is configured, else "" (never a
+        name the client made up)."""
+        return request.name if request.name in self.config.upstreams else ""
 
     def cors_policy(self, name: str) -> CorsPolicy:
         upstream = self.config.upstreams.get(name)
