@@ -199,8 +199,9 @@ class DatedResponse(Response):
     def send_headers(self) -> None:
         if self.headers_sent:
             return
-        head = "".join(self.default_headers()) + "".join(
-            [f"{name}: {value}\r\n" for name, value in self.headers]) + "\r\n"
+        fields = self.headers  # every name and value a str: process_headers saw to it
+        head = "".join(self.default_headers()) + (
+            "\r\n".join(map(": ".join, fields)) + "\r\n\r\n" if fields else "\r\n")
         util_write(self.sock, head.encode("latin-1"))
         self.headers_sent = True
 
