@@ -3,8 +3,9 @@
 ``ProxyRequest`` takes the path and query as the client sent them (the raw request target, still
 percent-encoded: werkzeug's ``PATH_INFO`` is decoded, which would turn ``%2F`` into a separator), the
 method, the client's address (after ``ProxyFix``, when the bridge trusts proxies) and the headers
-straight from the environ, each read once (the path when first asked for). ``shape_problem`` is the check that runs before anything else, on every
-route of the bridge: a request too long or too odd to be a browser's. This module reads and checks;
+straight from the environ, each read once (the path when first asked for). ``shape_problem`` is the
+check that runs before anything else, on every route of the bridge: a request too long or too odd
+to be a browser's. This module reads and checks;
 it decides nothing about CORS, JSONP, budgets or upstreams.
 """
 
