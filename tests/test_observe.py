@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
 from bridge import create_app
 from bridge.config import Config
+from bridge.ops import access
 from bridge.ops.access import ACCESS_LOGGER, AccessRecord, accepted_request_id, new_request_id
+from tests.conftest import config_text
 from tests.forking import in_forked_child
+from tests.test_server import ROOT, free_port, start, stop, wait_ready
 from tests.upstream_server import Reply, UpstreamServer
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -127,3 +139,163 @@ def test_an_upstream_caches_hit_is_not_the_bridges(make_config: Callable[..., Co
         assert answer.headers.getlist("Cache-Status") == ["upstream-cache; hit",
                                                           "jsonp-cors-bridge; fwd=bypass"]
     assert [r.cache for r in records] == ["miss", "miss"]
+
+
+# --- the default handler's lines on a real file: written together, soon, never lost or repeated ---
+
+
+def _bare_lines_on(path: Path) -> tuple[access._BareLines, IO[str]]:
+    handler = access._BareLines()
+    stream = path.open("a")
+    handler.setStream(stream)
+    return handler, stream
+
+
+def test_lines_are_written_soon_without_a_flush_and_at_once_with_one(tmp_path: Path) -> None:
+    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    try:
+        threads = [threading.Thread(target=lambda n=n: [handler.write(f"{n}-{i}") for i in range(200)])
+                   for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deadline = time.monotonic() + 5
+        while len((tmp_path / "access.log").read_text().splitlines()) < 1600:
+            assert time.monotonic() < deadline, "the writer thread never wrote the lines"
+            time.sleep(access.WRITE_AFTER)
+        handler.write("last")
+        handler.flush()  # what logging.shutdown does at exit: no wait
+        lines = (tmp_path / "access.log").read_text().splitlines()
+        assert sorted(lines) == sorted([f"{n}-{i}" for n in range(8) for i in range(200)] + ["last"])
+    finally:
+        stream.close()
+
+
+def test_a_forked_child_never_writes_the_lines_its_parent_queued(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn forks its workers from the master: lines queued before a fork are the parent's."""
+    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)  # they stay queued until a flush
+    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    try:
+        for n in range(3):
+            handler.write(f"parent-{n}")
+
+        def child() -> bytes:
+            handler.write("child")
+            handler.flush()
+            return b"done"
+
+        def quiet_child() -> bytes:  # exits (logging.shutdown flushes) having written nothing
+            handler.flush()
+            return b"done"
+
+        assert in_forked_child(quiet_child) == b"done"
+        assert (tmp_path / "access.log").read_text() == ""
+        assert in_forked_child(child) == b"done"
+        assert (tmp_path / "access.log").read_text() == "child\n"
+        handler.flush()
+        assert sorted((tmp_path / "access.log").read_text().splitlines()) == \
+            ["child", "parent-0", "parent-1", "parent-2"]
+    finally:
+        stream.close()
+
+
+@pytest.mark.slow
+def test_two_workers_lines_reach_one_pipe_whole_and_each_once(tmp_path: Path,
+                                                              upstream: UpstreamServer) -> None:
+    """Under gunicorn (2 workers of 8 threads, stderr a pipe as under systemd or docker): every
+    request's line arrives whole while the server runs, and the last ones when it stops."""
+    upstream.route("/d", Reply(200, {"d": 1}))
+    ini = tmp_path / "bridge.ini"
+    ini.write_text(config_text(upstream.url))
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--config", str(ini), "--bind",
+                                f"127.0.0.1:{port}", "--workers", "2"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(lambda: process.stderr.read1(65536), b"")))
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def ids_seen() -> list[str]:
+        text = b"".join(output).decode()
+        return [json.loads(line)["request_id"] for line in text.splitlines() if line.startswith("{")]
+
+    def burst(prefix: str, n: int) -> None:
+        with requests.Session() as session:
+            for i in range(n):
+                assert session.get(f"{base}/cors/api/d", headers={"X-Request-ID": f"{prefix}-{i}"},
+                                   timeout=10).status_code == 200
+
+    try:
+        wait_ready(base + "/healthz", process)
+        threads = [threading.Thread(target=burst, args=(f"run{n}", 50)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        sent = {f"run{n}-{i}" for n in range(8) for i in range(50)}
+        deadline = time.monotonic() + 10
+        while not sent <= set(ids_seen()):
+            assert time.monotonic() < deadline, "the lines were not written while the server ran"
+            time.sleep(0.05)
+        burst("last", 20)
+    finally:
+        stop(process)
+        reader.join(10)
+        process.stderr.close()  # type: ignore[union-attr]
+    seen = ids_seen()  # every access line parsed: none was cut or run into another
+    ours = [i for i in seen if i.startswith(("run", "last"))]
+    assert sorted(ours) == sorted(sent | {f"last-{i}" for i in range(20)})
+
+
+def test_each_write_is_whole_lines_of_at_most_pipe_buf_bytes(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipe keeps a write whole among other processes' writes only up to PIPE_BUF bytes."""
+    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)
+    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    writes: list[bytes] = []
+    monkeypatch.setattr(handler, "_write_all", writes.append)
+    try:
+        lines = [f"{i:03d}" + "x" * 96 for i in range(100)] + ["y" * (access.PIPE_BUF + 10), "z"]
+        for line in lines:
+            handler.write(line)
+        handler.flush()
+    finally:
+        stream.close()
+    assert b"".join(writes).decode().splitlines() == lines
+    assert all(w.endswith(b"\n") for w in writes)
+    assert all(len(w) <= access.PIPE_BUF for w in writes if not w.startswith(b"y"))
+    assert len(writes) < len(lines) / 10  # together, not one write per line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGQUIT])
+def test_a_worker_that_stops_writes_the_lines_still_waiting(tmp_path: Path, upstream: UpstreamServer,
+                                                            stop_signal: signal.Signals) -> None:
+    """gunicorn's graceful (TERM) and quick (QUIT) stops both let a worker exit through Python, and
+    logging's exit hook flushes the handler: lines held back for far longer than a stop still arrive."""
+    upstream.route("/d", Reply(200, {"d": 1}))
+    ini = tmp_path / "bridge.ini"
+    ini.write_text(config_text(upstream.url))
+    log = tmp_path / "out.log"
+    port = free_port()
+    held_back = ("import runpy, sys, bridge.ops.access as a; a.WRITE_AFTER = 60.0; "
+                 "sys.argv = ['app.py'] + sys.argv[1:]; runpy.run_path('app.py', run_name='__main__')")
+    process = start([sys.executable, "-c", held_back, "--config", str(ini), "--bind",
+                     f"127.0.0.1:{port}", "--workers", "2"], log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        for i in range(20):
+            requests.get(f"http://127.0.0.1:{port}/cors/api/d", headers={"X-Request-ID": f"held-{i}",
+                                                                          "Connection": "close"},
+                         timeout=10)
+        time.sleep(0.5)
+        assert "held-" not in log.read_text()  # still waiting: only a stop writes them now
+        os.killpg(process.pid, stop_signal)
+        process.wait(timeout=20)
+    finally:
+        stop(process)
+    ids = [json.loads(line)["request_id"] for line in log.read_text().splitlines() if line.startswith("{")]
+    assert sorted(i for i in ids if i.startswith("held-")) == sorted(f"held-{i}" for i in range(20))
