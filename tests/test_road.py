@@ -365,3 +365,18 @@ def test_a_request_with_a_body_is_judged_and_forwarded_on_its_own(client: FlaskC
     for body in ("one", "two"):
         answer = client.post("/cors/api/p", data=body, content_type="text/plain")
         assert answer.get_json() == {"got": body}
+
+
+@pytest.mark.parametrize("target", ["http://[foo/cors/api/d", "http://[::1/jsonp/api/d?callback=cb",
+                                    "http://[foo/apis"])
+def test_an_unparseable_absolute_form_target_is_refused_not_raised(app: Flask, target: str) -> None:
+    """gunicorn refuses these request lines itself; another server may pass them on as REQUEST_URI."""
+    from werkzeug.test import EnvironBuilder
+
+    path, _, query = target.partition("?")
+    environ = EnvironBuilder(path="/" + path.split("/", 3)[3], query_string=query).get_environ()
+    environ["RAW_URI"] = environ["REQUEST_URI"] = target
+    seen: list[str] = []
+    body = b"".join(app.wsgi_app(environ, lambda status, headers: seen.append(status)))
+    assert seen and seen[0].startswith("400 ")
+    assert json.loads(body)["error"] == "invalid_path"

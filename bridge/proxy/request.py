@@ -5,8 +5,8 @@ percent-encoded: werkzeug's ``PATH_INFO`` is decoded, which would turn ``%2F`` i
 method, the client's address (after ``ProxyFix``, when the bridge trusts proxies) and the headers
 straight from the environ, each read once (the path when first asked for). ``shape_problem`` is the
 check that runs before anything else, on every route of the bridge: a request too long or too odd
-to be a browser's. This module reads and checks;
-it decides nothing about CORS, JSONP, budgets or upstreams.
+to be a browser's. This module reads and checks; it decides nothing about CORS, JSONP, budgets or
+upstreams.
 """
 
 from __future__ import annotations
@@ -33,23 +33,28 @@ def has_control(text: str) -> bool:
     return not _CONTROL.isdisjoint(text)
 
 
-def raw_target(environ: dict[str, Any]) -> tuple[str, str, int]:
-    """The request's path as the client sent it (percent-encoded, below ``SCRIPT_NAME``) and its
-    query string, from gunicorn's ``RAW_URI`` or werkzeug's ``REQUEST_URI``; rebuilt from the decoded
-    ``PATH_INFO`` only when a server gives neither; and the length of the request target as sent."""
+def raw_target(environ: dict[str, Any]) -> tuple[str, int]:
+    """The request's path as the client sent it (percent-encoded, below ``SCRIPT_NAME``), from
+    gunicorn's ``RAW_URI`` or werkzeug's ``REQUEST_URI``; rebuilt from the decoded ``PATH_INFO`` only
+    when a server gives neither; and the length of the request target as sent. The path is "" for
+    an absolute-form target whose authority cannot be read (``http://[x/``: gunicorn refuses these
+    itself, another server may pass them on), which ``shape_problem`` refuses."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    query: str = environ.get("QUERY_STRING", "")
     if not raw:
         path = quote(environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~%")
-        return path, query, len(path) + (len(query) + 1 if query else 0)
+        query: str = environ.get("QUERY_STRING", "")
+        return path, len(path) + (len(query) + 1 if query else 0)
     if raw.startswith("/"):
         path = raw.partition("?")[0]
     else:  # absolute-form request target: GET http://host/cors/... HTTP/1.1
-        path = urlsplit(raw).path
+        try:
+            path = urlsplit(raw).path
+        except ValueError:
+            return "", len(raw)
     root: str = environ.get("SCRIPT_NAME", "")
     if root and path.startswith(root):
         path = path[len(root):]
-    return path, query, len(raw)
+    return path, len(raw)
 
 
 def header_key(name: str) -> str:
@@ -76,6 +81,8 @@ def shape_problem(request: ProxyRequest, max_url_length: int,
         key = next(key for key, value in headers if has_control(value))
         name = key[5:].replace("_", "-").title()
         return BadRequest(f"the {name} header contains a control character")
+    if not request.path.startswith("/"):
+        return InvalidPath("the request target is neither a path nor an absolute URL with one")
     decoded = request.decoded_path
     # Routing would fail a decoded newline as a bare 404, or merge "//" and redirect.
     if "//" in request.path or "//" in decoded or has_control(decoded):
@@ -130,7 +137,7 @@ class ProxyRequest:
     def target(self) -> tuple[str, int, str, str | None]:
         target = self._target
         if target is None:
-            path, _, target_length = raw_target(self.environ)
+            path, target_length = raw_target(self.environ)
             after = path.split("/", 2)[2] if path.count("/") >= 2 else ""  # past "/KIND/"
             name, slash, rest = after.partition("/")
             target = self._target = (path, target_length, unquote(name) if "%" in name else name,
