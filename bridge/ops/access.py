@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
 
+from . import process
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
 ACCESS_LOGGER = "bridge.access"
@@ -64,12 +66,8 @@ def accepted_request_id(value: str | None) -> str | None:
 _next_id: Iterator[str] = iter(())
 
 
-_process_id = os.getpid()
-
-
 def _new_ids() -> None:
-    global _next_id, _process_id
-    _process_id = os.getpid()
+    global _next_id
     prefix = int.from_bytes(os.urandom(8), "big")
     _next_id = map("%032x".__mod__, itertools.count(prefix << 64))  # the prefix, then the count
 
@@ -153,7 +151,7 @@ class _BareLines(logging.StreamHandler):
             finally:
                 self.release()
             return
-        if self._writer_pid != _process_id:
+        if self._writer_pid != process.pid:
             self._start_writer()
         self._waiting.append(line + self.terminator)
         if not self._wake.is_set():  # once per batch: the writer is asleep until then
@@ -169,11 +167,11 @@ class _BareLines(logging.StreamHandler):
         writes those lines, and the child starts with its own."""
         self.acquire()
         try:
-            if self._writer_pid == _process_id:
+            if self._writer_pid == process.pid:
                 return
             self._waiting, self._wake = deque(), threading.Event()
-            self._writer_pid = _process_id
-            threading.Thread(target=self._write_often, args=(_process_id, self._wake),
+            self._writer_pid = process.pid
+            threading.Thread(target=self._write_often, args=(process.pid, self._wake),
                              name="access-log", daemon=True).start()
         finally:
             self.release()
@@ -189,7 +187,7 @@ class _BareLines(logging.StreamHandler):
         """Write every line that waits, in order, whole lines per ``write(2)``, at most ``PIPE_BUF``
         bytes each (a longer line alone)."""
         waiting = self._waiting
-        if not waiting or self._writer_pid != _process_id:  # none, or a parent's (see above)
+        if not waiting or self._writer_pid != process.pid:  # none, or a parent's (see above)
             return
         self.acquire()  # with setStream and the other flushes: each line goes out once, in order
         try:

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..cache import EVENTS as CACHE_EVENTS
 from ..upstream.client import Exchange
+from . import process
 from .access import AccessRecord
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_EVERY = 1.0  # seconds a worker's increments wait, at most, before its counter files hold them
 # Loopback upstreams answer in about a millisecond, public APIs in tens to hundreds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-# This process's id, kept up to date across forks, so that a count asks no system call for it.
-_process_id = os.getpid()
-
-
-def _forked() -> None:
-    global _process_id
-    _process_id = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
 
 class BridgeMetrics:
     def __init__(self, multiprocess_dir: str | None = None) -> None:
@@ -77,7 +66,7 @@ class BridgeMetrics:
         self._tallies: list[tuple[dict[Any, int], dict[Any, int]]] | None = \
             [] if multiprocess_dir is not None else None
         self._local = threading.local()
-        self._tally_pid = _process_id
+        self._tally_pid = process.pid
         self._lock = threading.Lock()  # new tallies, flushes; never taken by a count
         if self._tallies is not None:
             atexit.register(self.flush)
@@ -86,7 +75,7 @@ class BridgeMetrics:
         if self._tallies is None:
             child.inc()
             return
-        if self._tally_pid != _process_id:
+        if self._tally_pid != process.pid:
             self._drop_the_parents_tallies()
         try:
             tally: dict[Any, int] = self._local.tally
@@ -102,17 +91,17 @@ class BridgeMetrics:
             self._tallies.append((tally, {}))
         self._local.tally = tally
         if first:  # the first count of this process: its flusher starts
-            threading.Thread(target=self._flush_often, args=(_process_id,), name="metrics",
+            threading.Thread(target=self._flush_often, args=(process.pid,), name="metrics",
                              daemon=True).start()
         return tally
 
     def _drop_the_parents_tallies(self) -> None:
         """In a child forked after counting (gunicorn forks before): the tallies are the parent's."""
         with self._lock:
-            if self._tally_pid != _process_id:
+            if self._tally_pid != process.pid:
                 self._tallies = []
                 self._local = threading.local()
-                self._tally_pid = _process_id
+                self._tally_pid = process.pid
 
     def _flush_often(self, pid: int) -> None:
         while self._tally_pid == pid:

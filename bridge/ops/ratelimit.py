@@ -34,6 +34,7 @@ from ..cache.redis import redacted
 from ..config import Config, UpstreamConfig
 from ..config.values import redis_backend
 from ..errors import RateLimited
+from . import process
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ COUNTER_SLOTS = 65536  # clients (per window and limit) the shared table holds a
 PROBES = 8  # slots looked at per key before the one closest to its window's end is reused
 _SLOT = struct.Struct("<16sdq")  # key digest, window end (epoch seconds), count
 KEY_MEMO_SIZE = 4096  # clients whose counter keys a rule remembers
-_PID = [os.getpid()]  # this process's pid, kept by the lock's holder field (fresh in each fork)
-os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 _HOLDER = struct.Struct("<q")  # the pid holding the lock, at the table's start
 LOCK_PATIENCE = 0.5  # seconds a waiter waits before it looks whether the holder is still alive
 
@@ -78,7 +77,7 @@ class SharedCounters(Storage):
 
     def _lock(self) -> None:
         if self._semaphore.acquire(False):  # free: no system call, the GIL kept
-            _HOLDER.pack_into(self._table, 0, _PID[0])
+            _HOLDER.pack_into(self._table, 0, process.pid)
             return
         while not self._semaphore.acquire(timeout=LOCK_PATIENCE):
             holder = _HOLDER.unpack_from(self._table, 0)[0]
@@ -90,7 +89,7 @@ class SharedCounters(Storage):
                     self._semaphore.release()
                 except ValueError:  # another waiter released it first
                     pass
-        _HOLDER.pack_into(self._table, 0, _PID[0])
+        _HOLDER.pack_into(self._table, 0, process.pid)
 
     def _unlock(self) -> None:
         _HOLDER.pack_into(self._table, 0, 0)
