@@ -172,6 +172,25 @@ def test_lines_are_written_soon_without_a_flush_and_at_once_with_one(tmp_path: P
         stream.close()
 
 
+def test_a_queued_record_is_written_as_its_line_in_order_with_the_lines_around_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request hands its record over as it is; the writer makes its line when it writes it."""
+    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)  # nothing is written until the flush
+    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    records = [AccessRecord("GET", "cors", "api", 200, "hit", 0.000125, f"id-{n}") for n in range(3)]
+    try:
+        handler.write("before")
+        for record in records:
+            handler.write(record)
+        handler.write("after")
+        assert (tmp_path / "access.log").read_text() == ""
+        handler.flush()
+        assert (tmp_path / "access.log").read_text().splitlines() == \
+            ["before", *map(access.access_line, records), "after"]
+    finally:
+        stream.close()
+
+
 def test_a_forked_child_never_writes_the_lines_its_parent_queued(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """gunicorn forks its workers from the master: lines queued before a fork are the parent's."""

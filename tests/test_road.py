@@ -343,6 +343,25 @@ def test_requests_of_one_shape_read_alike(first: dict[str, str | None], data: st
     assert [getattr(one, f) for f in fields] == [getattr(other, f) for f in fields]
 
 
+_environ_keys = st.one_of(
+    st.sampled_from(["HTTP_ORIGIN", "HTTP_HOST", "HTTP_X_REQUEST_ID", "CONTENT_TYPE", "CONTENT_LENGTH",
+                     "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REMOTE_ADDR",
+                     "SERVER_NAME", "wsgi.url_scheme", "gunicorn.socket", "werkzeug.request"]),
+    st.text(st.sampled_from("HTPCONE_Tx.ab"), max_size=16))
+
+
+@settings(max_examples=500)
+@given(st.dictionaries(_environ_keys, st.text(max_size=8), max_size=24))
+def test_the_headers_read_are_every_header_key_of_the_environ(environ: dict[str, str]) -> None:
+    """Whatever else a server or a middleware puts in the environ, the request's headers are
+    exactly its HTTP_ keys and CONTENT_TYPE / CONTENT_LENGTH, each with its value."""
+    from bridge.proxy.request import ProxyRequest
+
+    headers = ProxyRequest.read(environ, "cors").headers
+    assert headers == {k: v for k, v in environ.items()
+                       if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+
+
 def test_what_the_road_remembers_is_bounded(app: Flask, upstream: UpstreamServer) -> None:
     from bridge.proxy.road import SHAPE_MEMO_CHARS, SHAPE_MEMO_SIZE
 

@@ -112,8 +112,8 @@ class _BareLines(logging.StreamHandler):
     """The default access handler: each message as it is, one per line, on a stream.
 
     On a real file (gunicorn's stderr: a pipe, a file, a journal socket) lines are not written by the
-    request that made them: they wait at most ``WRITE_AFTER`` in this process's queue and a thread of
-    the process writes them together, in ``write(2)`` calls of whole lines of at most ``PIPE_BUF``
+    request that made them (nor, for an access record, made by it): they wait at most ``WRITE_AFTER``
+    in this process's queue and a thread of the process writes them together, in ``write(2)`` calls of whole lines of at most ``PIPE_BUF``
     bytes, which the kernel keeps whole among other processes' writes to the same pipe or file
     (O_APPEND). A write per request was about 4% of a cache hit's throughput under load: each one
     lets the worker's other threads take the interpreter, and the request waits to get it back.
@@ -126,7 +126,7 @@ class _BareLines(logging.StreamHandler):
         super().__init__(sys.stderr)
         self.setFormatter(logging.Formatter("%(message)s"))
         self.bare_formatter = self.formatter
-        self._waiting: deque[str] = deque()
+        self._waiting: deque[str | AccessRecord] = deque()
         self._wake = threading.Event()
         self._writer_pid = 0  # the process whose thread writes what waits (0: none started yet)
 
@@ -139,21 +139,23 @@ class _BareLines(logging.StreamHandler):
                 and not self.filters and self.level <= logging.INFO
                 and self.formatter is self.bare_formatter)
 
-    def write(self, line: str) -> None:
-        """What ``emit`` does with a record whose message is ``line``."""
+    def write(self, line: str | AccessRecord) -> None:
+        """What ``emit`` does with a record whose message is ``line``; for an ``AccessRecord``,
+        its ``access_line``, made by the writer thread with the lines around it (so the request
+        that made the record does not spend its time on it)."""
         try:
             self.stream.fileno()
         except (AttributeError, OSError, ValueError):
             self.acquire()
             try:
-                self.stream.write(line + self.terminator)
+                self.stream.write((line if isinstance(line, str) else access_line(line)) + self.terminator)
                 self.flush()
             finally:
                 self.release()
             return
         if self._writer_pid != process.pid:
             self._start_writer()
-        self._waiting.append(line + self.terminator)
+        self._waiting.append(line)
         if not self._wake.is_set():  # once per batch: the writer is asleep until then
             self._wake.set()
 
@@ -193,8 +195,11 @@ class _BareLines(logging.StreamHandler):
         try:
             chunk: list[bytes] = []
             size = 0
+            terminator = self.terminator
             while waiting:
-                data = waiting.popleft().encode("utf-8", "backslashreplace")
+                line = waiting.popleft()
+                data = ((line if isinstance(line, str) else access_line(line))
+                        + terminator).encode("utf-8", "backslashreplace")
                 if chunk and size + len(data) > PIPE_BUF:
                     self._write_all(b"".join(chunk))
                     chunk, size = [], 0
@@ -213,17 +218,17 @@ class _BareLines(logging.StreamHandler):
             data = data[os.write(fd, data):]
 
 
-def _log_line(logger: logging.Logger, line: str) -> None:
+def _log_access(logger: logging.Logger, record: AccessRecord) -> None:
     handler = logger.handlers[0] if logger.handlers else None
     if isinstance(handler, _BareLines) and handler.writes_bare(logger):
-        # No LogRecord unless something goes wrong: building one was most of what was left of the
-        # logging cost of a cache hit.
+        # No LogRecord unless something goes wrong (building one was most of what was left of the
+        # logging cost of a cache hit), and the line made when it is written.
         try:
-            handler.write(line)
+            handler.write(record)
         except Exception:
-            handler.handleError(_record(logger, line))  # as emit() would
+            handler.handleError(_record(logger, access_line(record)))  # as emit() would
         return
-    logger.handle(_record(logger, line))
+    logger.handle(_record(logger, access_line(record)))
 
 
 def _record(logger: logging.Logger, line: str) -> logging.LogRecord:
@@ -258,7 +263,7 @@ class Recorder:
             except Exception:  # a broken listener must not turn an answer into a 500
                 logging.getLogger(__name__).exception("access listener %r failed", listener)
         if self.logger.isEnabledFor(logging.INFO):
-            _log_line(self.logger, access_line(record))
+            _log_access(self.logger, record)
 
 
 ERROR_CODE = "bridge.error_code"  # where a Flask route's error handler leaves the refusal's code

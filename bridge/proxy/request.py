@@ -27,6 +27,16 @@ MAX_HEADER_BYTES = 16 * 1024
 _CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F))
 _CONTROL_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_KEYS = ("HTTP_", "CONTENT_TYPE", "CONTENT_LENGTH")  # the environ keys of request headers
+# The environ keys gunicorn and werkzeug set that are never a request header: set aside in one
+# set difference, in C, so that only the rest is looked at key by key (any other key a server or
+# a middleware adds is still looked at, so what is a header does not depend on this list).
+_NOT_HEADER_KEYS = frozenset({
+    "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI",
+    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "REMOTE_ADDR", "REMOTE_PORT",
+    "wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "wsgi.multithread",
+    "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper", "wsgi.input_terminated",
+    "wsgi.early_hints", "gunicorn.socket", "werkzeug.request", "werkzeug.proxy_fix.orig",
+})
 
 
 def has_control(text: str) -> bool:
@@ -125,14 +135,17 @@ class ProxyRequest:
     method: str
     query: str  # the raw query string, exactly as sent
     decoded_path: str  # PATH_INFO: what the server decoded
-    headers: dict[str, str]  # every request header by its environ key (HTTP_ORIGIN, CONTENT_TYPE)
+    # Every request header by its environ key (HTTP_ORIGIN, CONTENT_TYPE), in no particular order
+    # (the same for the same headers; RFC 9110 5.3: the order of different fields means nothing).
+    headers: dict[str, str]
     _target: tuple[str, int, str, str | None] | None = None  # path, target_length, name, rest
 
     @classmethod
     def read(cls, environ: dict[str, Any], kind: str) -> ProxyRequest:
         return cls(environ, kind, environ.get("REQUEST_METHOD", "GET"), environ.get("QUERY_STRING", ""),
                    environ.get("PATH_INFO", ""),
-                   {key: value for key, value in environ.items() if key.startswith(_HEADER_KEYS)})
+                   {key: environ[key] for key in environ.keys() - _NOT_HEADER_KEYS
+                    if key.startswith(_HEADER_KEYS)})
 
     def target(self) -> tuple[str, int, str, str | None]:
         target = self._target
