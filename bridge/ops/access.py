@@ -112,11 +112,12 @@ class _BareLines(logging.StreamHandler):
     """The default access handler: each message as it is, one per line, on a stream.
 
     On a real file (gunicorn's stderr: a pipe, a file, a journal socket) lines are not written by the
-    request that made them (nor, for an access record, made by it): they wait at most ``WRITE_AFTER``
-    in this process's queue and a thread of the process writes them together, in ``write(2)`` calls of whole lines of at most ``PIPE_BUF``
-    bytes, which the kernel keeps whole among other processes' writes to the same pipe or file
-    (O_APPEND). A write per request was about 4% of a cache hit's throughput under load: each one
-    lets the worker's other threads take the interpreter, and the request waits to get it back.
+    request that made them (nor, for an access record, made by it): they wait at most
+    ``WRITE_AFTER`` in this process's queue and a thread of the process writes them together, in
+    ``write(2)`` calls of whole lines of at most ``PIPE_BUF`` bytes, which the kernel keeps whole
+    among other processes' writes to the same pipe or file (O_APPEND). A write per request was
+    about 4% of a cache hit's throughput under load: each one lets the worker's other threads take
+    the interpreter, and the request waits to get it back.
     ``flush`` (at exit, through ``logging.shutdown``; before ``setStream``) writes what waits at once,
     so a worker that stops loses no line; one killed outright loses at most its last ``WRITE_AFTER``.
     Anything else (a StringIO, a test's capture) is written at once, the locked way.
