@@ -71,8 +71,21 @@ fields = st.lists(st.one_of(st.tuples(names, values), st.tuples(names, st.intege
 @example([("Date", "Tue, 01 Dec 2026 11:00:00 GMT"), ("date", "second")])
 @example([("Content-Length", "12"), ("Connection", "Upgrade"), ("Upgrade", "websocket")])
 @example([("Content-Length", "twelve")])
+@example([("X-A", " 1\t"), ("Content-Length", " 2 "), ("Date", "\tTue, 01 Dec 2026 11:00:00 GMT ")])
 def test_it_keeps_and_refuses_exactly_the_fields_gunicorn_does(headers: list[Any]) -> None:
-    assert outcome(DatedResponse, headers) == outcome(Response, headers)
+    for _ in range(2):  # the second time from the fields it remembers
+        assert outcome(DatedResponse, headers) == outcome(Response, headers)
+
+
+def test_the_fields_it_remembers_are_bounded_in_number_and_size() -> None:
+    workers._CHECKED.clear()
+    long_value = "v" * workers.CHECKED_CHARS
+    assert outcome(DatedResponse, [("X-Long", long_value)]) == ([("X-Long", long_value)], None, False,
+                                                                True)
+    assert workers._CHECKED == {}
+    for n in range(workers.CHECKED_KEPT + 10):
+        outcome(DatedResponse, [("X-Request-ID", f"id-{n}"), ("Content-Length", "2")])
+        assert 0 < len(workers._CHECKED) <= workers.CHECKED_KEPT
 
 
 @given(fields)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import re
 import socket
 import struct
 import time
@@ -41,13 +40,18 @@ MAX_DEFER = 0.002  # seconds one connection may wait for a less loaded worker to
 DEFER_STEP = 0.0005
 STALE_AFTER = 5.0  # seconds without a heartbeat after which a worker's row is ignored
 _ROW = struct.Struct("<qqd")  # pid, open connections, last heartbeat (monotonic seconds)
-# gunicorn's own header grammar (a name is a token; a value is SP, HTAB, VCHAR and obs-text), matched
-# over every name, or every value, of a response joined by newlines.
-_NAMES = re.compile(f"{TOKEN_RE.pattern}(?:\n{TOKEN_RE.pattern})*")
-_VALUES = re.compile(HEADER_VALUE_RE.pattern.removesuffix("]*") + "\n]*")
 # The response fields gunicorn does not pass on as the app gave them: its hop-by-hop set (which
 # counts Date and Server) and Content-Length, which it reads.
 _SPECIAL = frozenset(hop_headers) | {"content-length"}
+# Response fields already checked against gunicorn's grammar, each with what it comes to: kept as
+# it is (plain), read and kept (Content-Length) or read as the app's Date. An app sends the same
+# few fields again and again (a cached answer's on every hit); a field is a pair of strings, so
+# one that equals a checked one is valid. Bounded in number and size, as the road's memos are.
+_PLAIN, _LENGTH, _DATE = "plain", "content-length", "date"
+_KINDS = {"content-length": _LENGTH, "date": _DATE}
+_CHECKED: dict[tuple[str, str], tuple[str, tuple[str, str]]] = {}
+CHECKED_KEPT = 1024
+CHECKED_CHARS = 512
 
 
 class WorkerTable:
@@ -140,9 +144,10 @@ class DatedResponse(Response):
     """gunicorn's response, sending the ``Date`` the app gave instead of the time of sending.
 
     It checks and keeps the app's headers as gunicorn's ``process_headers`` does (every name a
-    token, every value free of controls, hop-by-hop fields dropped, ``Content-Length`` read), with the
-    names and the values each checked in one regular-expression pass; on any header that fails,
-    gunicorn's own method runs and raises its own error. ``default_headers`` writes gunicorn's lines
+    token, every value free of controls, hop-by-hop fields dropped, ``Content-Length`` read), each
+    field once (``_CHECKED`` remembers what a checked field comes to); a field that fails, or that
+    gunicorn handles itself (the hop-by-hop ones), goes to gunicorn's own method, which raises its
+    own error. ``default_headers`` writes gunicorn's lines
     with the app's Date when it gave one, so no time is formatted for such an answer.
     """
 
@@ -150,35 +155,50 @@ class DatedResponse(Response):
     headers_sent: bool  # gunicorn's, set in its __init__
 
     def process_headers(self, headers: list[tuple[str, str]]) -> None:
-        if not headers:
-            return
-        try:
-            names = "\n".join([pair[0] for pair in headers])
-            values = "\n".join([pair[1] for pair in headers])
-        except (TypeError, IndexError):
-            names = values = ""
-        last = len(headers) - 1
-        # A newline is in no token and in no valid value, so each join splits back into exactly
-        # the fields it was made of only when its count of newlines is one less than theirs.
-        if not (_NAMES.fullmatch(names) and _VALUES.fullmatch(values)
-                and names.count("\n") == last and values.count("\n") == last):
-            super().process_headers(headers)  # raises gunicorn's error for the header at fault
-            return
         kept = self.headers
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered in _SPECIAL:
-                if lowered == "content-length":  # read, and passed on, as gunicorn does
-                    value = value.strip(" \t")
-                    self.response_length = int(value)
-                    kept.append((name, value))
-                elif lowered == "date":
-                    if self.app_date is None:  # the first, as a recipient reads one (RFC 9110 5.3)
-                        self.app_date = value.strip(" \t")
-                else:  # the hop-by-hop fields: gunicorn's rules, one field at a time
-                    super().process_headers([(name, value)])
+        checked = _CHECKED
+        for field in headers:
+            try:
+                found = checked.get(field)
+            except TypeError:  # not hashable: not a pair of strings, which gunicorn refuses
+                found = None
+            if found is None:
+                self._check_field(field)
                 continue
-            kept.append((name, value.strip(" \t")))
+            kind, pair = found
+            if kind is _PLAIN:
+                kept.append(pair)
+            elif kind is _LENGTH:  # read, and passed on, as gunicorn does
+                self.response_length = int(pair[1])
+                kept.append(pair)
+            elif self.app_date is None:  # the first Date, as a recipient reads one (RFC 9110 5.3)
+                self.app_date = pair[1]
+
+    def _check_field(self, field: Any) -> None:
+        """One field gunicorn's way: kept, read or dropped; remembered when it may be (a field of a
+        plain, Content-Length or Date name, of at most ``CHECKED_CHARS``); else gunicorn's own
+        method, which raises its own error for a field at fault and handles the hop-by-hop ones."""
+        if type(field) is tuple and len(field) == 2:
+            name, value = field
+            if type(name) is str and type(value) is str and TOKEN_RE.fullmatch(name) \
+                    and HEADER_VALUE_RE.fullmatch(value):
+                lowered = name.lower()
+                kind = _PLAIN if lowered not in _SPECIAL else _KINDS.get(lowered)
+                if kind is not None:
+                    pair = (name, value.strip(" \t"))
+                    if len(name) + len(value) <= CHECKED_CHARS:
+                        if len(_CHECKED) >= CHECKED_KEPT:
+                            _CHECKED.clear()  # cheaper than an LRU's bookkeeping on every field
+                        _CHECKED[field] = (kind, pair)
+                    if kind is _PLAIN:
+                        self.headers.append(pair)
+                    elif kind is _LENGTH:
+                        self.response_length = int(pair[1])
+                        self.headers.append(pair)
+                    elif self.app_date is None:
+                        self.app_date = pair[1]
+                    return
+        super().process_headers([field])
 
     def default_headers(self) -> list[str]:
         """gunicorn's status line and its own fields, in its order, the app's Date in place of the
