@@ -293,6 +293,51 @@ def test_vary_splits_entries_by_the_named_header(bridge_: Bridge, upstream: Upst
     assert upstream.count("/items") == 2  # Origin is never forwarded, so it splits nothing
 
 
+def test_a_hit_on_an_answer_that_varies_on_nothing_reads_the_store_once(
+        bridge_: Bridge, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream.route("/items", Reply(200, {"n": 1}))
+    upstream.route("/lang", lambda seen: Reply(200, {"lang": seen.headers.get("accept-language")},
+                                               headers={"Vary": "Accept-Language"}))
+    for path in ("/cors/api/items", "/cors/api/lang"):
+        bridge_.client.get(path, headers={"Accept-Language": "fr"})
+    reads: list[str] = []
+    store_get = bridge_.cache.store.get
+    monkeypatch.setattr(bridge_.cache.store, "get", lambda key: reads.append(key) or store_get(key))
+    plain = bridge_.client.get("/cors/api/items", headers={"Accept-Language": "fr"})
+    assert cache_status(plain).startswith("jsonp-cors-bridge; hit") and len(reads) == 1
+    varied = bridge_.client.get("/cors/api/lang", headers={"Accept-Language": "fr"})
+    assert cache_status(varied).startswith("jsonp-cors-bridge; hit") and len(reads) == 4
+    assert varied.get_json() == {"lang": "fr"}  # the plain key, the Vary record, the variant
+
+
+def test_an_answer_that_varied_on_nothing_is_not_served_once_the_upstream_varies(
+        bridge_: Bridge, upstream: UpstreamServer) -> None:
+    """Looked up first, the answer without Vary goes when a newer answer of its url varies."""
+    varies = {"now": False}
+
+    def reply(seen: Seen) -> Reply:
+        if not varies["now"]:
+            return Reply(200, {"lang": "any"}, headers={"Cache-Control": "max-age=1, "
+                                                        "stale-while-revalidate=60"})
+        return Reply(200, {"lang": seen.headers.get("accept-language")},
+                     headers={"Vary": "Accept-Language", "Cache-Control": "max-age=60"})
+
+    upstream.route("/items", reply)
+    assert bridge_.client.get("/cors/api/items", headers={"Accept-Language": "fr"}).get_json() == \
+        {"lang": "any"}
+    varies["now"] = True
+    bridge_.clock.tick(5)  # stale, within stale-while-revalidate: refreshed in the background
+    bridge_.client.get("/cors/api/items", headers={"Accept-Language": "fr"})
+    deadline = time.monotonic() + 5
+    while bridge_.events.count("stored") < 2:  # the refresh stored the varying answer
+        assert time.monotonic() < deadline, "the stale answer was never refreshed"
+        time.sleep(0.01)
+    de = bridge_.client.get("/cors/api/items", headers={"Accept-Language": "de"})
+    fr = bridge_.client.get("/cors/api/items", headers={"Accept-Language": "fr"})
+    assert (de.get_json(), fr.get_json()) == ({"lang": "de"}, {"lang": "fr"})
+    assert cache_status(fr).startswith("jsonp-cors-bridge; hit")
+
+
 # --- grants are per request, never stored ---
 
 

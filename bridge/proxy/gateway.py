@@ -152,10 +152,18 @@ class Gateway:
             return Answer(response, forwarded_status(bypass or "bypass"))
         cache.catch_up()  # purges written by other workers since this one last looked
         request = as_cached(request)  # the client's validators are answered from the entry
-        primary, _ = request_keys(request, ())
-        vary = cache.vary(primary)
-        _, key = request_keys(request, vary)
-        entry, now = cache.entry(key), cache.clock()
+        # An answer that varies on nothing is kept under the key of no Vary: looked for first, it is
+        # found in one lookup; only when there is none does the Vary record say which variant to
+        # look for (a stored answer without Vary suits every request, RFC 9111 section 4.1).
+        primary, key = request_keys(request, ())
+        entry = cache.entry(key)
+        vary: tuple[str, ...] | None = ()
+        if entry is None:
+            vary = cache.vary(primary)
+            if vary:
+                _, key = request_keys(request, vary)
+                entry = cache.entry(key)
+        now = cache.clock()
         if entry is not None and entry.is_fresh(now):
             cache.event("hit")
             return self._entry_answer(entry, key, hit_status(entry.ttl(now)), now)
@@ -347,6 +355,8 @@ class Gateway:
                          self._stale_use(response, upstream))
         cache.keep_vary(primary, vary, keep)
         key = variant_key(primary, vary, request.headers)
+        if vary:  # an answer of this url that varied on nothing is looked up first: not any longer
+            cache.drop(variant_key(primary, (), request.headers))
         fresh = new_entry(key, response, now, lifetime, vary, retain_until=now + keep,
                           address=address, tags=response.tags)
         cache.keep(key, fresh)
