@@ -140,6 +140,28 @@ class JsonRefusals:
             self.log.debug("Failed to send error message.")
 
 
+def _checked(field: Any) -> tuple[str, tuple[str, str]] | None:
+    """What a field of a plain, Content-Length or Date name comes to, when it is a pair of strings
+    gunicorn's grammar takes (remembered when it is at most ``CHECKED_CHARS``); None for any other
+    field, which gunicorn's own method then handles."""
+    if type(field) is not tuple or len(field) != 2:
+        return None
+    name, value = field
+    if not (type(name) is str and type(value) is str and TOKEN_RE.fullmatch(name)
+            and HEADER_VALUE_RE.fullmatch(value)):
+        return None
+    lowered = name.lower()
+    kind = _PLAIN if lowered not in _SPECIAL else _KINDS.get(lowered)
+    if kind is None:
+        return None
+    found = (kind, (name, value.strip(" \t")))
+    if len(name) + len(value) <= CHECKED_CHARS:
+        if len(_CHECKED) >= CHECKED_KEPT:
+            _CHECKED.clear()  # cheaper than an LRU's bookkeeping on every field
+        _CHECKED[field] = found
+    return found
+
+
 class DatedResponse(Response):
     """gunicorn's response, sending the ``Date`` the app gave instead of the time of sending.
 
@@ -147,8 +169,8 @@ class DatedResponse(Response):
     token, every value free of controls, hop-by-hop fields dropped, ``Content-Length`` read), each
     field once (``_CHECKED`` remembers what a checked field comes to); a field that fails, or that
     gunicorn handles itself (the hop-by-hop ones), goes to gunicorn's own method, which raises its
-    own error. ``default_headers`` writes gunicorn's lines
-    with the app's Date when it gave one, so no time is formatted for such an answer.
+    own error. ``default_headers`` writes gunicorn's lines with the app's Date when it gave one, so
+    no time is formatted for such an answer.
     """
 
     app_date: str | None = None
@@ -156,15 +178,16 @@ class DatedResponse(Response):
 
     def process_headers(self, headers: list[tuple[str, str]]) -> None:
         kept = self.headers
-        checked = _CHECKED
         for field in headers:
             try:
-                found = checked.get(field)
+                found = _CHECKED.get(field)
             except TypeError:  # not hashable: not a pair of strings, which gunicorn refuses
                 found = None
             if found is None:
-                self._check_field(field)
-                continue
+                found = _checked(field)
+                if found is None:  # gunicorn's own: its error for a field at fault, or a hop-by-hop one
+                    super().process_headers([field])
+                    continue
             kind, pair = found
             if kind is _PLAIN:
                 kept.append(pair)
@@ -173,32 +196,6 @@ class DatedResponse(Response):
                 kept.append(pair)
             elif self.app_date is None:  # the first Date, as a recipient reads one (RFC 9110 5.3)
                 self.app_date = pair[1]
-
-    def _check_field(self, field: Any) -> None:
-        """One field gunicorn's way: kept, read or dropped; remembered when it may be (a field of a
-        plain, Content-Length or Date name, of at most ``CHECKED_CHARS``); else gunicorn's own
-        method, which raises its own error for a field at fault and handles the hop-by-hop ones."""
-        if type(field) is tuple and len(field) == 2:
-            name, value = field
-            if type(name) is str and type(value) is str and TOKEN_RE.fullmatch(name) \
-                    and HEADER_VALUE_RE.fullmatch(value):
-                lowered = name.lower()
-                kind = _PLAIN if lowered not in _SPECIAL else _KINDS.get(lowered)
-                if kind is not None:
-                    pair = (name, value.strip(" \t"))
-                    if len(name) + len(value) <= CHECKED_CHARS:
-                        if len(_CHECKED) >= CHECKED_KEPT:
-                            _CHECKED.clear()  # cheaper than an LRU's bookkeeping on every field
-                        _CHECKED[field] = (kind, pair)
-                    if kind is _PLAIN:
-                        self.headers.append(pair)
-                    elif kind is _LENGTH:
-                        self.response_length = int(pair[1])
-                        self.headers.append(pair)
-                    elif self.app_date is None:
-                        self.app_date = pair[1]
-                    return
-        super().process_headers([field])
 
     def default_headers(self) -> list[str]:
         """gunicorn's status line and its own fields, in its order, the app's Date in place of the

@@ -356,7 +356,7 @@ class Gateway:
         cache.keep_vary(primary, vary, keep)
         key = variant_key(primary, vary, request.headers)
         if vary:  # an answer of this url that varied on nothing is looked up first: not any longer
-            cache.drop(variant_key(primary, (), request.headers))
+            cache.drop(request_keys(request, ())[1])
         fresh = new_entry(key, response, now, lifetime, vary, retain_until=now + keep,
                           address=address, tags=response.tags)
         cache.keep(key, fresh)
