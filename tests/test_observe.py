@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 import requests
@@ -144,80 +143,79 @@ def test_an_upstream_caches_hit_is_not_the_bridges(make_config: Callable[..., Co
 # --- the default handler's lines on a real file: written together, soon, never lost or repeated ---
 
 
-def _bare_lines_on(path: Path) -> tuple[access._BareLines, IO[str]]:
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[tuple[access._BareLines, Path]]:
+    """The default access handler on a real file, and the file's path (closed after the test)."""
     handler = access._BareLines()
-    stream = path.open("a")
-    handler.setStream(stream)
-    return handler, stream
+    path = tmp_path / "access.log"
+    with path.open("a") as stream:
+        handler.setStream(stream)
+        yield handler, path
 
 
-def test_lines_are_written_soon_without_a_flush_and_at_once_with_one(tmp_path: Path) -> None:
-    handler, stream = _bare_lines_on(tmp_path / "access.log")
-    try:
-        threads = [threading.Thread(target=lambda n=n: [handler.write(f"{n}-{i}") for i in range(200)])
-                   for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        deadline = time.monotonic() + 5
-        while len((tmp_path / "access.log").read_text().splitlines()) < 1600:
-            assert time.monotonic() < deadline, "the writer thread never wrote the lines"
-            time.sleep(access.WRITE_AFTER)
-        handler.write("last")
-        handler.flush()  # what logging.shutdown does at exit: no wait
-        lines = (tmp_path / "access.log").read_text().splitlines()
-        assert sorted(lines) == sorted([f"{n}-{i}" for n in range(8) for i in range(200)] + ["last"])
-    finally:
-        stream.close()
+@pytest.fixture
+def held_log_file(log_file: tuple[access._BareLines, Path],
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[access._BareLines, Path]:
+    """The same, its lines held until a flush (``WRITE_AFTER`` of 30 s)."""
+    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)
+    return log_file
+
+
+def test_lines_are_written_soon_without_a_flush_and_at_once_with_one(
+        log_file: tuple[access._BareLines, Path]) -> None:
+    handler, path = log_file
+    threads = [threading.Thread(target=lambda n=n: [handler.write(f"{n}-{i}") for i in range(200)])
+               for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 5
+    while len(path.read_text().splitlines()) < 1600:
+        assert time.monotonic() < deadline, "the writer thread never wrote the lines"
+        time.sleep(access.WRITE_AFTER)
+    handler.write("last")
+    handler.flush()  # what logging.shutdown does at exit: no wait
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == sorted([f"{n}-{i}" for n in range(8) for i in range(200)] + ["last"])
 
 
 def test_a_queued_record_is_written_as_its_line_in_order_with_the_lines_around_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        held_log_file: tuple[access._BareLines, Path]) -> None:
     """A request hands its record over as it is; the writer makes its line when it writes it."""
-    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)  # nothing is written until the flush
-    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    handler, path = held_log_file
     records = [AccessRecord("GET", "cors", "api", 200, "hit", 0.000125, f"id-{n}") for n in range(3)]
-    try:
-        handler.write("before")
-        for record in records:
-            handler.write(record)
-        handler.write("after")
-        assert (tmp_path / "access.log").read_text() == ""
-        handler.flush()
-        assert (tmp_path / "access.log").read_text().splitlines() == \
-            ["before", *map(access.access_line, records), "after"]
-    finally:
-        stream.close()
+    handler.write("before")
+    for record in records:
+        handler.write(record)
+    handler.write("after")
+    assert path.read_text() == ""
+    handler.flush()
+    assert path.read_text().splitlines() == ["before", *map(access.access_line, records), "after"]
 
 
 def test_a_forked_child_never_writes_the_lines_its_parent_queued(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        held_log_file: tuple[access._BareLines, Path]) -> None:
     """gunicorn forks its workers from the master: lines queued before a fork are the parent's."""
-    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)  # they stay queued until a flush
-    handler, stream = _bare_lines_on(tmp_path / "access.log")
-    try:
-        for n in range(3):
-            handler.write(f"parent-{n}")
+    handler, path = held_log_file
+    for n in range(3):
+        handler.write(f"parent-{n}")
 
-        def child() -> bytes:
-            handler.write("child")
-            handler.flush()
-            return b"done"
-
-        def quiet_child() -> bytes:  # exits (logging.shutdown flushes) having written nothing
-            handler.flush()
-            return b"done"
-
-        assert in_forked_child(quiet_child) == b"done"
-        assert (tmp_path / "access.log").read_text() == ""
-        assert in_forked_child(child) == b"done"
-        assert (tmp_path / "access.log").read_text() == "child\n"
+    def child() -> bytes:
+        handler.write("child")
         handler.flush()
-        assert sorted((tmp_path / "access.log").read_text().splitlines()) == \
-            ["child", "parent-0", "parent-1", "parent-2"]
-    finally:
-        stream.close()
+        return b"done"
+
+    def quiet_child() -> bytes:  # exits (logging.shutdown flushes) having written nothing
+        handler.flush()
+        return b"done"
+
+    assert in_forked_child(quiet_child) == b"done"
+    assert path.read_text() == ""
+    assert in_forked_child(child) == b"done"
+    assert path.read_text() == "child\n"
+    handler.flush()
+    assert sorted(path.read_text().splitlines()) == ["child", "parent-0", "parent-1", "parent-2"]
 
 
 @pytest.mark.slow
@@ -269,20 +267,16 @@ def test_two_workers_lines_reach_one_pipe_whole_and_each_once(tmp_path: Path,
     assert sorted(ours) == sorted(sent | {f"last-{i}" for i in range(20)})
 
 
-def test_each_write_is_whole_lines_of_at_most_pipe_buf_bytes(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_write_is_whole_lines_of_at_most_pipe_buf_bytes(
+        held_log_file: tuple[access._BareLines, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """A pipe keeps a write whole among other processes' writes only up to PIPE_BUF bytes."""
-    monkeypatch.setattr(access, "WRITE_AFTER", 30.0)
-    handler, stream = _bare_lines_on(tmp_path / "access.log")
+    handler, _ = held_log_file
     writes: list[bytes] = []
     monkeypatch.setattr(handler, "_write_all", writes.append)
-    try:
-        lines = [f"{i:03d}" + "x" * 96 for i in range(100)] + ["y" * (access.PIPE_BUF + 10), "z"]
-        for line in lines:
-            handler.write(line)
-        handler.flush()
-    finally:
-        stream.close()
+    lines = [f"{i:03d}" + "x" * 96 for i in range(100)] + ["y" * (access.PIPE_BUF + 10), "z"]
+    for line in lines:
+        handler.write(line)
+    handler.flush()
     assert b"".join(writes).decode().splitlines() == lines
     assert all(w.endswith(b"\n") for w in writes)
     assert all(len(w) <= access.PIPE_BUF for w in writes if not w.startswith(b"y"))
