@@ -108,6 +108,11 @@ def access_line(record: AccessRecord) -> str:
             + ',"error":' + _json_string(record.error) + "}")
 
 
+def _text(line: str | AccessRecord) -> str:
+    """A message as it is, or an access record's line."""
+    return line if isinstance(line, str) else access_line(line)
+
+
 class _BareLines(logging.StreamHandler):
     """The default access handler: each message as it is, one per line, on a stream.
 
@@ -149,7 +154,7 @@ class _BareLines(logging.StreamHandler):
         except (AttributeError, OSError, ValueError):
             self.acquire()
             try:
-                self.stream.write((line if isinstance(line, str) else access_line(line)) + self.terminator)
+                self.stream.write(_text(line) + self.terminator)
                 self.flush()
             finally:
                 self.release()
@@ -198,9 +203,7 @@ class _BareLines(logging.StreamHandler):
             size = 0
             terminator = self.terminator
             while waiting:
-                line = waiting.popleft()
-                data = ((line if isinstance(line, str) else access_line(line))
-                        + terminator).encode("utf-8", "backslashreplace")
+                data = (_text(waiting.popleft()) + terminator).encode("utf-8", "backslashreplace")
                 if chunk and size + len(data) > PIPE_BUF:
                     self._write_all(b"".join(chunk))
                     chunk, size = [], 0
