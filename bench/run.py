@@ -541,16 +541,16 @@ def main() -> None:
         # differently for each target. The goals are also given over the rounds where every worker
         # held an equal share, the same conditions for every target.
         worker_count = int(config_server["server"].get("workers", "1"))
-        balanced = {name: [s for s in samples if s.target == name
+        even = {name: [s for s in samples if s.target == name
                            and (name not in GUNICORN_TARGETS or evenly_spread(s.spread, worker_count))]
                     for name in names}
-        balanced_medians = {name: {"rps": statistics.median(s.rps for s in kept),
+        even_medians = {name: {"rps": statistics.median(s.rps for s in kept),
                                    "p50_ms": statistics.median(s.p50_ms for s in kept),
                                    "p99_ms": statistics.median(s.p99_ms for s in kept),
                                    "non_2xx": sum(s.non_2xx for s in kept), "rounds": len(kept)}
-                            for name, kept in balanced.items() if kept}
+                            for name, kept in even.items() if kept}
         goals: list[Goal] = []
-        for label, table in (("", medians), ("even rounds: ", balanced_medians)):
+        for label, table in (("", medians), ("even rounds: ", even_medians)):
             def ratio(a: str, b: str, key: str = "rps", table: dict[str, Any] = table) -> float | None:
                 if a in table and b in table and table[b][key]:
                     return round(table[a][key] / table[b][key], 2)
@@ -607,7 +607,7 @@ def main() -> None:
         report = {"command": " ".join(sys.argv), "info": info, "cache_status": cache_status,
                   "rounds": args.rounds, "seconds": args.seconds, "warm": args.warm,
                   "connections": args.connections,
-                  "medians": medians, "balanced_medians": balanced_medians,
+                  "medians": medians, "even_medians": even_medians,
                   "goals": [asdict(g) for g in goals], "herd": herd_result, "spread": spread_effect,
                   "stale_while_revalidate": swr,
                   "memory": memory, "samples": [asdict(s) for s in samples]}
@@ -639,10 +639,10 @@ def render(report: dict[str, Any]) -> str:
     ]
     for name, m in report["medians"].items():
         lines.append(f"{name:<15}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}{m['non_2xx']:>9}")
-    if report.get("balanced_medians"):
+    if report.get("even_medians"):
         lines += ["", "rounds where every gunicorn worker held an equal share of wrk's connections:",
                   f"{'target':<15}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'rounds':>9}"]
-        for name, m in report["balanced_medians"].items():
+        for name, m in report["even_medians"].items():
             lines.append(f"{name:<15}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}"
                          f"{m['rounds']:>9}")
     lines += ["", f"{'goal':<60}{'value':>8}{'limit':>8}  met"]
