@@ -10,7 +10,6 @@ from bridge.cache import SingleFlight
 from bridge.cache.freshness import (
     cache_control,
     freshness_lifetime,
-    http_date,
     not_modified,
     renewed_headers,
     retention,
@@ -18,6 +17,7 @@ from bridge.cache.freshness import (
 )
 from bridge.cache.key import primary_key, response_vary, variant_key
 from bridge.cache.status import CacheStatus, forwarded_status, hit_status
+from bridge.policy.headers import http_date
 from bridge.upstream.message import UpstreamResponse
 
 

@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from flask import Flask
 from bridge import create_app
 from bridge.cache import Cache
 from bridge.config import Config
+from bridge.policy.headers import http_date
 from tests.conftest import ALLOWED
 from tests.raw_upstream import RawUpstream
 from tests.test_cache import FakeClock
@@ -254,3 +256,56 @@ def test_a_broken_answer_leaves_the_stored_one_for_stale_if_error(
     stale = client.get("/cors/raw/x")
     assert stale.status_code == 200 and stale.get_json() == {"ok": True}
     assert "detail=stale-if-error" in stale.headers["Cache-Status"]
+
+
+# --- an answer's Date ---
+
+NOW_DATE = "Tue, 01 Dec 2026 12:00:00 GMT"
+OTHER_DATE = "Wed, 02 Dec 2026 12:00:00 GMT"
+
+
+@pytest.mark.parametrize(("dates", "kept"), [
+    ([NOW_DATE], NOW_DATE),
+    ([NOW_DATE, OTHER_DATE], NOW_DATE),  # several: the first, the one a recipient reads
+    ([], None),
+    (["nope"], None),
+    (["Sun, 31 Feb 2026 12:00:00 GMT"], None),  # no such day
+    (["Tue, 01 Dec 2026 12:00:00 UTC"], None),  # not one of RFC 9110's three forms
+    (["nope", NOW_DATE], None),
+])
+def test_an_answer_goes_on_with_one_date_the_upstreams_when_it_is_one(
+        dates: list[str], kept: str | None, make_config: Callable[..., Config],
+        switching_upstream: RawUpstream) -> None:
+    """RFC 9110 section 6.6.1: one Date on every answer, hit or miss, on both paths: the upstream's
+    when it sent an HTTP-date, else the time the answer arrived (a recipient may replace an invalid
+    one), so that no client is handed a Date it cannot read."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: max-age=60\r\n"
+    head += b"".join(b"Date: %s\r\n" % date.encode() for date in dates)
+    switching_upstream.answer = answer(head + b"Content-Length: 12\r\n")
+    app, _ = bridge_on(make_config, switching_upstream.url, "ttl = 60")
+    client = app.test_client()
+    before = time.time()
+    for path in ("/cors/raw/x", "/cors/raw/x", "/jsonp/raw/x?callback=cb"):
+        sent = client.get(path)
+        assert sent.status_code == 200, sent.get_data()
+        (date,) = sent.headers.getlist("Date")
+        if kept is not None:
+            assert date == kept
+        else:
+            assert abs(http_date(date) - before) < 5, date  # type: ignore[operator]
+    assert len(switching_upstream.requests) == 1  # stored, then hits
+
+
+def test_an_expires_counts_from_the_time_of_arrival_when_the_date_is_invalid(
+        make_config: Callable[..., Config], switching_upstream: RawUpstream) -> None:
+    """With its invalid Date replaced, an answer's Expires gives it a lifetime (before, an invalid
+    Date made the answer stale at once and it was never stored)."""
+    expires = formatdate(time.time() + 600, usegmt=True)
+    switching_upstream.answer = answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                       b"Date: nope\r\nExpires: %s\r\nContent-Length: 12\r\n"
+                                       % expires.encode())
+    app, _ = bridge_on(make_config, switching_upstream.url, "ttl = 60")
+    client = app.test_client()
+    assert "stored" in client.get("/cors/raw/x").headers["Cache-Status"]
+    assert "hit" in client.get("/cors/raw/x").headers["Cache-Status"]
+    assert len(switching_upstream.requests) == 1

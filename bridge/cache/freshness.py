@@ -8,12 +8,10 @@ answered 304 from it. No store and no clock of its own: callers pass ``now`` whe
 
 from __future__ import annotations
 
-import calendar
 import re
-import time
 from collections.abc import Iterable
 
-from ..policy.headers import HOP_BY_HOP
+from ..policy.headers import HOP_BY_HOP, http_date
 from ..upstream.message import UpstreamResponse
 from .key import header_values, response_vary
 
@@ -90,48 +88,6 @@ def _seconds(value: str | None) -> int | None:
     if value is None or not value.isdigit():
         return None
     return int(value)
-
-
-# RFC 9110 section 5.6.7: the three forms of an HTTP-date a recipient reads, and nothing looser (a
-# "UTC" zone, a missing comma, a one-digit hour, a two-digit year outside rfc850-date: invalid, and an
-# invalid Expires means already expired). Names are matched case-insensitively, as caches do.
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_TIME = r"(\d\d):(\d\d):(\d\d)"
-_IMF_FIXDATE = re.compile(r"(?:mon|tue|wed|thu|fri|sat|sun), (\d\d) ([a-z]{3}) (\d{4}) " + _TIME + " gmt",
-                          re.IGNORECASE)
-_RFC850_DATE = re.compile(r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday), "
-                          r"(\d\d)-([a-z]{3})-(\d\d) " + _TIME + " gmt", re.IGNORECASE)
-_ASCTIME_DATE = re.compile(r"(?:mon|tue|wed|thu|fri|sat|sun) ([a-z]{3}) ([ \d]\d) " + _TIME + r" (\d{4})",
-                           re.IGNORECASE)
-
-
-def http_date(value: str | None, now: float | None = None) -> float | None:
-    """An HTTP-date as a POSIX timestamp, or None when it is not one of RFC 9110's three forms."""
-    if not value:
-        return None
-    value = value.strip()
-    if match := _IMF_FIXDATE.fullmatch(value):
-        day, month, year, hour, minute, second = match.groups()
-    elif match := _RFC850_DATE.fullmatch(value):
-        day, month, short_year, hour, minute, second = match.groups()
-        # A two-digit year more than 50 years ahead is the latest past year with those digits.
-        this_year = time.gmtime(time.time() if now is None else now).tm_year
-        year_number = this_year - this_year % 100 + int(short_year)
-        if year_number > this_year + 50:
-            year_number -= 100
-        year = str(year_number)
-    elif match := _ASCTIME_DATE.fullmatch(value):
-        month, day, hour, minute, second, year = match.groups()
-    else:
-        return None
-    if month.lower() not in _MONTHS:
-        return None
-    fields = (int(year), _MONTHS.index(month.lower()) + 1, int(day), int(hour), int(minute),
-              int(second))
-    if not (1 <= fields[2] <= calendar.monthrange(fields[0], fields[1])[1] and fields[3] < 24
-            and fields[4] < 60 and fields[5] < 61):
-        return None
-    return float(calendar.timegm((*fields, 0, 0, 0)))
 
 
 def freshness_lifetime(response: UpstreamResponse, ttl: int, heuristic: bool = True) -> int | None:

@@ -32,7 +32,13 @@ from ..errors import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from ..policy.headers import TAG_HEADERS, TRANSPORT_HEADERS, filter_response_headers, parse_tags
+from ..policy.headers import (
+    TAG_HEADERS,
+    TRANSPORT_HEADERS,
+    filter_response_headers,
+    is_http_date,
+    parse_tags,
+)
 from ..policy.paths import redirect_target, within_base
 from .coding import DecodeError, decoder_for
 from .deadline import WATCHDOG
@@ -286,11 +292,17 @@ class UpstreamClient:
 
 
 def _dated(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """RFC 9110 section 6.6.1: an answer that came without a Date is given the time it arrived, since
-    the bridge stores and forwards it (and its Expires is counted from it)."""
-    if any(name.lower() == "date" for name, _ in headers):
+    """RFC 9110 section 6.6.1: an answer goes on with one Date, since the bridge stores and forwards
+    it (and its Expires is counted from it). The upstream's when it is an HTTP-date (the first, when
+    it sent several: the one a recipient reads); an answer that came without one, or with one that
+    is not a date (which a recipient may replace), is given the time it arrived."""
+    dates = [index for index, (name, _) in enumerate(headers) if name.lower() == "date"]
+    if len(dates) == 1 and is_http_date(headers[dates[0]][1]):
         return headers
-    return (*headers, ("Date", formatdate(usegmt=True)))
+    if dates and is_http_date(headers[dates[0]][1]):
+        return tuple(field for index, field in enumerate(headers) if index not in dates[1:])
+    undated = tuple(field for index, field in enumerate(headers) if index not in dates)
+    return (*undated, ("Date", formatdate(usegmt=True)))
 
 
 def _tags(headers: list[tuple[str, str]]) -> tuple[str, ...]:
