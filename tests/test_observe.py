@@ -194,6 +194,29 @@ def test_a_queued_record_is_written_as_its_line_in_order_with_the_lines_around_i
     assert path.read_text().splitlines() == ["before", *map(access.access_line, records), "after"]
 
 
+def test_a_line_through_logging_comes_after_the_lines_still_waiting(
+        held_log_file: tuple[access._BareLines, Path]) -> None:
+    """When an operator adds a handler at run time, access lines go through ``logging``, written at
+    once: the lines the fast path queued before still come out first, however long the new one."""
+    handler, path = held_log_file
+    logger = logging.getLogger("bridge.test-order")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    other = logging.NullHandler()  # a second handler: the fast path no longer applies
+    try:
+        access._log_access(logger, AccessRecord("GET", "cors", "api", 200, "hit", 0.001, "queued"))
+        assert path.read_text() == ""  # queued, held
+        logger.addHandler(other)
+        # A line longer than the stream's buffer goes straight to the file, as write() is called.
+        access._log_access(logger, AccessRecord("M" * 10_000, "cors", "api", 405, "", 0.001, "logged"))
+        ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+        assert ids == ["queued", "logged"]
+    finally:
+        logger.removeHandler(handler)
+        logger.removeHandler(other)
+
+
 def test_a_forked_child_never_writes_the_lines_its_parent_queued(
         held_log_file: tuple[access._BareLines, Path]) -> None:
     """gunicorn forks its workers from the master: lines queued before a fork are the parent's."""

@@ -125,7 +125,9 @@ class _BareLines(logging.StreamHandler):
     the interpreter, and the request waits to get it back.
     ``flush`` (at exit, through ``logging.shutdown``; before ``setStream``) writes what waits at once,
     so a worker that stops loses no line; one killed outright loses at most its last ``WRITE_AFTER``.
-    Anything else (a StringIO, a test's capture) is written at once, the locked way.
+    Anything else (a StringIO, a test's capture) is written at once, the locked way. A record that
+    comes through ``logging`` (when an operator adds a handler or a filter at run time) is written at
+    once too, after the lines that wait.
     """
 
     def __init__(self) -> None:
@@ -164,6 +166,13 @@ class _BareLines(logging.StreamHandler):
         self._waiting.append(line)
         if not self._wake.is_set():  # once per batch: the writer is asleep until then
             self._wake.set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """A record that came through ``logging`` (another handler or a filter beside this one):
+        written at once, after the lines still waiting, so that lines come out in the order they
+        were made."""
+        self._write_waiting()
+        super().emit(record)
 
     def flush(self) -> None:
         self._write_waiting()
