@@ -10,6 +10,7 @@ one window and does not open others.
 from __future__ import annotations
 
 import base64
+import glob
 import itertools
 import json
 import re
@@ -36,7 +37,9 @@ from tests.engines.base import (
 )
 from tests.engines.wire import BrowserProcess, ProtocolSocket, Xvfb, free_port
 
-MINIBROWSER = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"
+# Debian installs it under the machine's multiarch triplet (x86_64-linux-gnu, aarch64-linux-gnu...).
+MINIBROWSER = next(iter(sorted(glob.glob("/usr/lib/*/webkit2gtk-4.1/MiniBrowser"))),
+                   "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser")
 XVFB = "/usr/bin/Xvfb"
 
 # A process-swapped target runs its bootstrap script twice in its first document (measured on
