@@ -297,12 +297,12 @@ def _dated(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     it sent several: the one a recipient reads); an answer that came without one, or with one that
     is not a date (which a recipient may replace), is given the time it arrived."""
     dates = [index for index, (name, _) in enumerate(headers) if name.lower() == "date"]
-    if len(dates) == 1 and is_http_date(headers[dates[0]][1]):
+    kept = bool(dates) and is_http_date(headers[dates[0]][1])
+    if kept and len(dates) == 1:
         return headers
-    if dates and is_http_date(headers[dates[0]][1]):
-        return tuple(field for index, field in enumerate(headers) if index not in dates[1:])
-    undated = tuple(field for index, field in enumerate(headers) if index not in dates)
-    return (*undated, ("Date", formatdate(usegmt=True)))
+    dropped = set(dates[1:] if kept else dates)
+    fields = tuple(field for index, field in enumerate(headers) if index not in dropped)
+    return fields if kept else (*fields, ("Date", formatdate(usegmt=True)))
 
 
 def _tags(headers: list[tuple[str, str]]) -> tuple[str, ...]:
