@@ -136,7 +136,9 @@ class ProxyRequest:
     query: str  # the raw query string, exactly as sent
     decoded_path: str  # PATH_INFO: what the server decoded
     # Every request header by its environ key (HTTP_ORIGIN, CONTENT_TYPE), in no particular order
-    # (the same for the same headers; RFC 9110 5.3: the order of different fields means nothing).
+    # (the same for the same headers sent in the same order, so one shape; the same headers in
+    # another order may come out otherwise, a second shape judged alike. RFC 9110 5.3: the order
+    # of different fields means nothing).
     headers: dict[str, str]
     _target: tuple[str, int, str, str | None] | None = None  # path, target_length, name, rest
 
